@@ -1,0 +1,47 @@
+using System.Reflection;
+using System.Runtime.InteropServices;
+
+namespace Carso.Runtime;
+
+/// <summary>Versions recorded with every run.</summary>
+public static class Versions
+{
+    public static string TorchSharp => InformationalVersion(typeof(TorchSharp.torch).Assembly);
+    public static string Carso => InformationalVersion(typeof(Versions).Assembly);
+
+    static string InformationalVersion(Assembly assembly) =>
+        (assembly.GetCustomAttribute<AssemblyInformationalVersionAttribute>()?.InformationalVersion
+         ?? assembly.GetName().Version?.ToString() ?? "unknown").Split('+')[0];
+
+    /// <summary>Name to version of everything a result depends on.</summary>
+    public static IReadOnlyDictionary<string, string> All() => new SortedDictionary<string, string>
+    {
+        ["carso"] = Carso,
+        ["carsoCommit"] = GitCommit() ?? "unknown",
+        ["torchSharp"] = TorchSharp,
+        ["dotnet"] = RuntimeInformation.FrameworkDescription,
+        ["os"] = RuntimeInformation.OSDescription,
+        ["processor"] = RuntimeInformation.ProcessArchitecture.ToString(),
+    };
+
+    /// <summary>The repository's HEAD commit, read from .git without running git (null outside a clone).</summary>
+    public static string? GitCommit()
+    {
+        try
+        {
+            var root = Paths.RepoRoot();
+            if (root is null) return null;
+            var git = Path.Combine(root, ".git");
+            var head = File.ReadAllText(Path.Combine(git, "HEAD")).Trim();
+            if (!head.StartsWith("ref: ")) return head;
+            var reference = head[5..];
+            var loose = Path.Combine(git, reference);
+            if (File.Exists(loose)) return File.ReadAllText(loose).Trim();
+            var packed = Path.Combine(git, "packed-refs");
+            return File.Exists(packed)
+                ? File.ReadLines(packed).Where(l => l.EndsWith(" " + reference)).Select(l => l.Split(' ')[0]).FirstOrDefault()
+                : null;
+        }
+        catch (IOException) { return null; }
+    }
+}
