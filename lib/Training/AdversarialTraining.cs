@@ -1,0 +1,245 @@
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using Carso.Attacks;
+using Carso.Data;
+using Carso.Evaluation;
+using Carso.Reporting;
+using static TorchSharp.torch;
+
+namespace Carso.Training;
+
+public enum TrainingMethod
+{
+    /// <summary>PGD adversarial training (Madry et al. 2018): k-step PGD with random start at eps, step alpha.</summary>
+    PgdAt,
+    /// <summary>FGSM with random start (Wong et al. 2020): init U(-eps, eps), one step of 1.25 eps.</summary>
+    FgsmRs,
+    /// <summary>Plain training on clean images (a baseline).</summary>
+    Clean,
+}
+
+/// <summary>
+/// Settings of adversarial training. Defaults: PGD-AT at Linf eps 0.1 (Fashion-MNIST), 10 steps of
+/// 2.5 eps / 10; evaluation each epoch on the held-out split with PGD-20 (step 2.5 eps / 20, random start).
+/// </summary>
+public sealed record AdversarialTrainingSettings
+{
+    public TrainingMethod Method { get; init; } = TrainingMethod.PgdAt;
+    public Threat Threat { get; init; } = Threat.Linf(0.1);
+    public int AttackSteps { get; init; } = 10;
+    /// <summary>Null: 2.5 eps / steps for PGD-AT, 1.25 eps for FGSM-RS.</summary>
+    public double? AttackStepSize { get; init; }
+    public int Epochs { get; init; } = 10;
+    public int BatchSize { get; init; } = 128;
+    public OptimizerSettings Optimizer { get; init; } = new();
+    public ScheduleSettings Schedule { get; init; } = new();
+    public int EvalPgdSteps { get; init; } = 20;
+    /// <summary>Held-out points evaluated each epoch (all of the split when larger).</summary>
+    public int EvalPoints { get; init; } = 1000;
+    public int EvalBatchSize { get; init; } = 500;
+    /// <summary>Catastrophic overfitting: PGD accuracy on the held-out split falls by more than this many
+    /// points below its best so far (Wong et al. 2020 watch for PGD accuracy collapsing to ~0).</summary>
+    public double OverfittingDropPoints { get; init; } = 20;
+    /// <summary>Stop training at catastrophic overfitting (the best checkpoint is kept either way).</summary>
+    public bool StopOnCatastrophicOverfitting { get; init; } = true;
+    public long Seed { get; init; } = 0;
+
+    /// <summary>The attack used to make training examples: (model, x, y) -> xAdv, or null for clean training.</summary>
+    public Func<Func<Tensor, Tensor>, Tensor, Tensor, Tensor>? TrainingAttack() => Method switch
+    {
+        TrainingMethod.PgdAt => (m, x, y) => Pgd.Attack(m, x, y, new PgdSettings(Threat, AttackSteps, AttackStepSize)),
+        TrainingMethod.FgsmRs => (m, x, y) => Fgsm.Attack(m, x, y, new FgsmSettings(Threat, AttackStepSize)),
+        TrainingMethod.Clean => null,
+        _ => throw new ArgumentOutOfRangeException(nameof(Method)),
+    };
+
+    public PgdSettings EvalPgd => new(Threat, EvalPgdSteps);
+}
+
+/// <summary>What one epoch measured: training loss and accuracy (on the training examples actually used,
+/// adversarial for AT), and on the held-out split clean and PGD accuracy.</summary>
+public sealed record EpochMetrics(
+    int Epoch, double LearningRate, double TrainLoss, double TrainAccuracy,
+    Accuracy ValidationClean, Accuracy ValidationPgd, double Seconds, bool CatastrophicOverfitting);
+
+public sealed record TrainingResult(IReadOnlyList<EpochMetrics> History, int BestEpoch, bool Resumed, bool StoppedEarly);
+
+/// <summary>
+/// Adversarial training as a pure-ish step function and an epoch loop around it, with a checkpoint after
+/// every epoch (atomic; resumable with the same result as an uninterrupted run: all randomness of epoch e
+/// comes from a generator seeded by (seed, e)).
+/// </summary>
+public static class AdversarialTraining
+{
+    /// <summary>
+    /// One optimisation step on a batch: make training examples with the attack (model in eval mode, no
+    /// parameter gradients), then one gradient step on their cross-entropy (train mode).
+    /// x: [B, C, H, W], y: [B]. Returns (summed loss, number correct) as 0-dim tensors, to avoid host
+    /// round trips inside the loop.
+    /// </summary>
+    public static (Tensor LossSum, Tensor Correct) Step(
+        nn.Module<Tensor, Tensor> model, optim.Optimizer optimizer, Tensor x, Tensor y,
+        Func<Func<Tensor, Tensor>, Tensor, Tensor, Tensor>? attack)
+    {
+        using var scope = NewDisposeScope();
+        Tensor input = x;
+        if (attack is not null)
+        {
+            model.eval();
+            input = attack(model.call, x, y);
+        }
+        model.train();
+        optimizer.zero_grad();
+        var logits = model.call(input);
+        var loss = Losses.CrossEntropy(logits, y);
+        loss.mean().backward();
+        optimizer.step();
+        using var noGrad = no_grad();
+        return (loss.sum().detach().MoveToOuterDisposeScope(), logits.argmax(1).eq(y).sum().MoveToOuterDisposeScope());
+    }
+
+    /// <summary>Seed of all randomness in epoch e (shuffling, random starts).</summary>
+    public static long EpochSeed(long seed, int epoch) => unchecked(seed * 1_000_003L + epoch);
+
+    /// <summary>
+    /// Trains the model for settings.Epochs epochs on <paramref name="train"/>, evaluating on
+    /// <paramref name="validation"/> after each. With a checkpoint folder, resumes from its last complete epoch
+    /// and keeps best.bin (the weights with the best held-out PGD accuracy). log receives one line per event.
+    /// </summary>
+    public static TrainingResult Train(
+        nn.Module<Tensor, Tensor> model, Dataset train, Dataset validation, AdversarialTrainingSettings settings,
+        string? checkpointFolder = null, Action<string>? log = null, Action<int, int>? progress = null, Device? device = null)
+    {
+        log ??= _ => { };
+        device ??= CPU;
+        var optimizer = Optimizers.Create(model.parameters(), settings.Optimizer);
+        var learningRate = Schedules.Create(settings.Schedule, settings.Optimizer.LearningRate);
+        var attack = settings.TrainingAttack();
+        var history = new List<EpochMetrics>();
+        var start = 0;
+        var resumed = false;
+        var checkpoint = checkpointFolder is null ? null : new TrainingCheckpoint(checkpointFolder);
+        if (checkpoint?.Load(model, optimizer, settings) is { } state)
+        {
+            history.AddRange(state.History);
+            start = state.History.Count;
+            resumed = true;
+            log($"resumed from {checkpoint.Folder} after epoch {start}");
+        }
+        using var evalSet = validation.Take(settings.EvalPoints);
+        var stepsPerEpoch = (int)((train.Count + settings.BatchSize - 1) / settings.BatchSize);
+        var totalSteps = (double)stepsPerEpoch * settings.Epochs;
+        var stoppedEarly = history.Any(h => h.CatastrophicOverfitting) && settings.StopOnCatastrophicOverfitting;
+        for (var epoch = start; epoch < settings.Epochs && !stoppedEarly; epoch++)
+        {
+            var clock = System.Diagnostics.Stopwatch.StartNew();
+            var epochSeed = EpochSeed(settings.Seed, epoch);
+            random.manual_seed(epochSeed);
+            using var epochScope = NewDisposeScope();
+            var lossSum = zeros(1, dtype: ScalarType.Float64, device: device);
+            var correct = zeros(1, dtype: ScalarType.Int64, device: device);
+            var step = 0;
+            double lr = 0;
+            foreach (var (images, labels) in train.Batches(settings.BatchSize, shuffleSeed: epochSeed))
+            {
+                using var scope = NewDisposeScope();
+                lr = learningRate((epoch * stepsPerEpoch + step) / totalSteps);
+                Optimizers.SetLearningRate(optimizer, lr);
+                var (batchLoss, batchCorrect) = Step(model, optimizer, images.to(device), labels.to(device), attack);
+                lossSum.add_(batchLoss);
+                correct.add_(batchCorrect);
+                step++;
+                progress?.Invoke(step, stepsPerEpoch);
+            }
+            model.eval();
+            var clean = Evaluate.ToAccuracy(Evaluate.PerPointCorrect(model.call, evalSet, settings.EvalBatchSize, device: device));
+            var pgd = Evaluate.ToAccuracy(Evaluate.PerPointCorrect(model.call, evalSet, settings.EvalBatchSize,
+                (m, x, y) => Pgd.Attack(m, x, y, settings.EvalPgd), device));
+            var bestPgd = history.Count == 0 ? pgd.Value : Math.Max(history.Max(h => h.ValidationPgd.Value), pgd.Value);
+            var collapsed = 100 * (bestPgd - pgd.Value) > settings.OverfittingDropPoints;
+            var metrics = new EpochMetrics(epoch + 1, lr, lossSum.item<double>() / train.Count,
+                (double)correct.item<long>() / train.Count, clean, pgd, clock.Elapsed.TotalSeconds, collapsed);
+            history.Add(metrics);
+            var isBest = history.MaxBy(h => h.ValidationPgd.Value) == metrics;
+            log($"epoch {metrics.Epoch}/{settings.Epochs}: lr {lr:G3} train loss {metrics.TrainLoss:F4} acc {100 * metrics.TrainAccuracy:F2}% | " +
+                $"held-out clean {clean} PGD-{settings.EvalPgdSteps} {pgd}{(isBest ? " *best*" : "")} | {metrics.Seconds:F0} s");
+            if (collapsed)
+                log($"CATASTROPHIC OVERFITTING at epoch {metrics.Epoch}: held-out PGD accuracy fell from {100 * bestPgd:F1}% to {100 * pgd.Value:F1}%" +
+                    (settings.StopOnCatastrophicOverfitting ? "; stopping (best checkpoint kept)" : ""));
+            checkpoint?.Save(model, optimizer, settings, history, isBest);
+            stoppedEarly = collapsed && settings.StopOnCatastrophicOverfitting;
+        }
+        var bestEpoch = history.Count == 0 ? 0 : history.MaxBy(h => h.ValidationPgd.Value)!.Epoch;
+        return new TrainingResult(history, bestEpoch, resumed, stoppedEarly);
+    }
+}
+
+/// <summary>
+/// The resumable state of a training run in a folder: state.json (settings, per-epoch history) names the
+/// model and optimiser files of the last complete epoch; best.bin holds the best weights. Every file is
+/// written atomically and state.json last, so a run killed at any moment resumes from a consistent epoch.
+/// </summary>
+public sealed class TrainingCheckpoint(string folder)
+{
+    public string Folder { get; } = Path.GetFullPath(folder);
+    public string StatePath => Path.Combine(Folder, "state.json");
+    public string BestPath => Path.Combine(Folder, "best.bin");
+
+    public sealed record State(JsonNode Settings, IReadOnlyList<EpochMetrics> History, string ModelFile, string OptimizerFile);
+
+    static string SettingsJson(AdversarialTrainingSettings settings) => RunRecord.ToJson(settings)!.ToJsonString();
+
+    public void Save(nn.Module model, optim.Optimizer optimizer, AdversarialTrainingSettings settings,
+        IReadOnlyList<EpochMetrics> history, bool isBest)
+    {
+        Directory.CreateDirectory(Folder);
+        var epoch = history.Count;
+        var modelFile = $"model-epoch{epoch:D3}.bin";
+        var optimizerFile = $"optimizer-epoch{epoch:D3}.bin";
+        SaveModule(model, Path.Combine(Folder, modelFile));
+        AtomicFile.Write(Path.Combine(Folder, optimizerFile), s =>
+        {
+            using var writer = new BinaryWriter(s, System.Text.Encoding.UTF8, leaveOpen: true);
+            ((TorchSharp.Modules.OptimizerHelper)optimizer).save_state_dict(writer);
+        });
+        if (isBest) SaveModule(model, BestPath);
+        var state = new State(RunRecord.ToJson(settings)!, history, modelFile, optimizerFile);
+        AtomicFile.WriteAllText(StatePath, JsonSerializer.Serialize(state, RunRecord.Json));
+        // Older epochs are no longer referenced by state.json.
+        foreach (var old in Directory.GetFiles(Folder, "*-epoch*.bin")
+                     .Where(f => Path.GetFileName(f) != modelFile && Path.GetFileName(f) != optimizerFile))
+            File.Delete(old);
+    }
+
+    /// <summary>Loads the last complete epoch into model and optimiser; null when the folder holds no run.
+    /// A run with other settings is an error (resuming it would mix two experiments).</summary>
+    public State? Load(nn.Module model, optim.Optimizer optimizer, AdversarialTrainingSettings settings)
+    {
+        if (!File.Exists(StatePath)) return null;
+        State state;
+        try
+        {
+            state = JsonSerializer.Deserialize<State>(File.ReadAllText(StatePath), RunRecord.Json)
+                    ?? throw new InvalidDataException("empty");
+        }
+        catch (Exception e) when (e is JsonException or InvalidDataException)
+        {
+            throw new InvalidDataException($"{StatePath}: not a valid training state ({e.Message}); delete the folder to start over", e);
+        }
+        if (state.Settings.ToJsonString() != SettingsJson(settings))
+            throw new InvalidOperationException(
+                $"{Folder} holds a training run with other settings:\n  saved:   {state.Settings.ToJsonString()}\n  current: {SettingsJson(settings)}\n" +
+                "use another checkpoint folder, or delete this one to start over");
+        model.load(Path.Combine(Folder, state.ModelFile));
+        using var reader = new BinaryReader(File.OpenRead(Path.Combine(Folder, state.OptimizerFile)));
+        ((TorchSharp.Modules.OptimizerHelper)optimizer).load_state_dict(reader);
+        return state;
+    }
+
+    public static void SaveModule(nn.Module model, string path) =>
+        AtomicFile.Write(path, s =>
+        {
+            using var writer = new BinaryWriter(s, System.Text.Encoding.UTF8, leaveOpen: true);
+            model.save(writer);
+        });
+}
