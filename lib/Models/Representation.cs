@@ -38,9 +38,12 @@ public static class Representation
                 $"unknown layer name{(unknown.Length > 1 ? "s" : "")} {string.Join(", ", unknown.Select(u => $"'{u}'"))} " +
                 $"for {model.GetName()}; available: {string.Join(", ", layers.Keys)}");
         var captured = new Tensor?[layerNames.Count];
+        // Models may run forward inside their own dispose scopes; the captured outputs must outlive them and
+        // belong to the caller's scope (the one this anchor is registered on), like the logits do.
+        using var anchor = empty(0);
         var removers = layerNames.Select((name, i) => layers[name].register_forward_hook((_, _, output) =>
         {
-            captured[i] = output;
+            captured[i] = output.MoveToOtherDisposeScope(anchor);
             return output;
         })).ToArray();
         try

@@ -98,6 +98,13 @@ public static class AdversarialTraining
         return (loss.sum().detach().MoveToOuterDisposeScope(), logits.argmax(1).eq(y).sum().MoveToOuterDisposeScope());
     }
 
+    /// <summary>
+    /// Catastrophic overfitting (Wong et al. 2020): the held-out PGD accuracy of this epoch lies more than
+    /// dropPoints percentage points below the best of the earlier epochs.
+    /// </summary>
+    public static bool IsCatastrophicOverfitting(IEnumerable<double> earlierPgdAccuracies, double pgdAccuracy, double dropPoints) =>
+        earlierPgdAccuracies.Any() && 100 * (earlierPgdAccuracies.Max() - pgdAccuracy) > dropPoints;
+
     /// <summary>Seed of all randomness in epoch e (shuffling, random starts).</summary>
     public static long EpochSeed(long seed, int epoch) => unchecked(seed * 1_000_003L + epoch);
 
@@ -155,8 +162,8 @@ public static class AdversarialTraining
             var clean = Evaluate.ToAccuracy(Evaluate.PerPointCorrect(model.call, evalSet, settings.EvalBatchSize, device: device));
             var pgd = Evaluate.ToAccuracy(Evaluate.PerPointCorrect(model.call, evalSet, settings.EvalBatchSize,
                 (m, x, y) => Pgd.Attack(m, x, y, settings.EvalPgd), device));
-            var bestPgd = history.Count == 0 ? pgd.Value : Math.Max(history.Max(h => h.ValidationPgd.Value), pgd.Value);
-            var collapsed = 100 * (bestPgd - pgd.Value) > settings.OverfittingDropPoints;
+            var bestPgd = history.Select(h => h.ValidationPgd.Value).Append(pgd.Value).Max();
+            var collapsed = IsCatastrophicOverfitting(history.Select(h => h.ValidationPgd.Value), pgd.Value, settings.OverfittingDropPoints);
             var metrics = new EpochMetrics(epoch + 1, lr, lossSum.item<double>() / train.Count,
                 (double)correct.item<long>() / train.Count, clean, pgd, clock.Elapsed.TotalSeconds, collapsed);
             history.Add(metrics);

@@ -1,0 +1,81 @@
+using Carso.Models;
+using static TorchSharp.torch;
+
+namespace Carso.Tests.Models;
+
+public class SmallCnnAndRepresentationTests
+{
+    [Fact]
+    public void SmallCnnRunsForwardAndBackwardOnFashionMnistShapes()
+    {
+        using var scope = NewDisposeScope();
+        manual_seed(1);
+        var model = new SmallCnn();
+        var x = rand(4, 1, 28, 28, requires_grad: true);
+        var logits = model.call(x);
+        Assert.Equal(new long[] { 4, 10 }, logits.shape);
+        logits.sum().backward();
+        Assert.True(x.grad!.abs().sum().item<float>() > 0);
+        Assert.All(model.parameters(), p => Assert.True(p.grad is not null && p.grad.isfinite().all().item<bool>()));
+    }
+
+    [Fact]
+    public void CaptureReturnsLayerOutputsInTheRequestedOrderAndTheSameLogits()
+    {
+        using var scope = NewDisposeScope();
+        manual_seed(2);
+        var model = new SmallCnn();
+        model.eval();
+        var x = rand(3, 1, 28, 28);
+        var (logits, layers) = Representation.Capture(model, ["relu3", "conv1", "pool2"], x);
+        Assert.Equal(new long[] { 3, 128 }, layers[0].shape);              // default hidden 128
+        Assert.Equal(new long[] { 3, 32, 28, 28 }, layers[1].shape);
+        Assert.Equal(new long[] { 3, 64, 7, 7 }, layers[2].shape);
+        Assert.True(logits.allclose(model.call(x)));
+        Assert.True(layers[0].ge(0).all().item<bool>(), "relu3 output must be non-negative");
+    }
+
+    [Fact]
+    public void GradientsFlowFromCapturedLayersBackToTheInput()
+    {
+        using var scope = NewDisposeScope();
+        manual_seed(3);
+        var model = new SmallCnn();
+        var x = rand(2, 1, 28, 28, requires_grad: true);
+        var (_, layers) = Representation.Capture(model, ["conv2"], x);
+        var grad = autograd.grad([layers[0].pow(2).sum()], [x])[0];
+        Assert.True(grad.abs().sum().item<float>() > 0);
+        Assert.True(grad.isfinite().all().item<bool>());
+    }
+
+    [Fact]
+    public void CaptureWorksUnderNoGrad()
+    {
+        using var scope = NewDisposeScope();
+        var model = new SmallCnn();
+        using var noGrad = no_grad();
+        var (logits, layers) = Representation.Capture(model, ["fc1"], rand(2, 1, 28, 28));
+        Assert.False(logits.requires_grad);
+        Assert.False(layers[0].requires_grad);
+    }
+
+    [Fact]
+    public void UnknownLayerNamesAreAnErrorListingTheAvailableNames()
+    {
+        var model = new SmallCnn();
+        var e = Assert.Throws<ArgumentException>(() => Representation.Capture(model, ["conv9", "conv1"], zeros(1, 1, 28, 28)));
+        Assert.Contains("'conv9'", e.Message);
+        Assert.Contains("available: conv1, conv2", e.Message);
+        Assert.Contains("logits", e.Message);
+    }
+
+    [Fact]
+    public void DescribeListsEveryLayerWithItsOutputShapeInCallOrder()
+    {
+        var layers = Representation.Describe(new SmallCnn(), [1, 28, 28]);
+        Assert.Equal(["conv1", "relu1", "pool1", "conv2", "relu2", "pool2", "flatten", "fc1", "relu3", "logits"], layers.Select(l => l.Name));
+        Assert.Equal(new long[] { 1, 64, 7, 7 }, layers.Single(l => l.Name == "pool2").OutputShape);
+        Assert.Equal(new long[] { 1, 10 }, layers[^1].OutputShape);
+        Assert.Equal("Conv2d", layers[0].Type);
+    }
+}

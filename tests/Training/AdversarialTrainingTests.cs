@@ -1,0 +1,148 @@
+using Carso.Attacks;
+using Carso.Data;
+using Carso.Models;
+using Carso.Training;
+using static TorchSharp.torch;
+
+namespace Carso.Tests.Training;
+
+public class AdversarialTrainingTests
+{
+    /// <summary>A tiny separable problem: class k images are bright in their k-th horizontal band (4 classes, 1x8x8).</summary>
+    static Dataset Bands(int n, long seed)
+    {
+        using var generator = new Generator((ulong)seed);
+        var labels = randint(0, 4, [n], generator: generator, dtype: ScalarType.Int64);
+        var rows = arange(8).div(2, rounding_mode: RoundingMode.floor).view(1, 1, 8, 1);
+        var images = rows.eq(labels.view(n, 1, 1, 1)).to_type(ScalarType.Float32).expand(n, 1, 8, 8) * 0.6f
+                     + rand([n, 1, 8, 8], generator: generator) * 0.4f;
+        return Dataset.Create("bands", images.contiguous(), labels, ["0", "1", "2", "3"]);
+    }
+
+    sealed class Tiny : nn.Module<Tensor, Tensor>
+    {
+        readonly TorchSharp.Modules.Flatten flatten = nn.Flatten();
+        readonly TorchSharp.Modules.Linear fc1 = nn.Linear(64, 16), fc2 = nn.Linear(16, 4);
+        readonly TorchSharp.Modules.ReLU relu = nn.ReLU();
+        public Tiny() : base("tiny") { RegisterComponents(); }
+        public override Tensor forward(Tensor x) => fc2.call(relu.call(fc1.call(flatten.call(x))));
+    }
+
+    static AdversarialTrainingSettings Settings(int epochs) => new()
+    {
+        Threat = Threat.Linf(0.05), AttackSteps = 3, Epochs = epochs, BatchSize = 32,
+        Optimizer = new OptimizerSettings(OptimizerKind.Sgd, 0.1), Schedule = new ScheduleSettings(ScheduleKind.Cosine),
+        EvalPgdSteps = 3, EvalPoints = 64, EvalBatchSize = 64, Seed = 11,
+    };
+
+    static Tensor[] Weights(nn.Module m) => m.parameters().Select(p => p.detach().clone()).ToArray();
+
+    [Fact]
+    public void KillAndResumeGivesTheSameFinalWeightsAsAnUninterruptedRun()
+    {
+        using var dir = new TempFolder();
+        using var train = Bands(160, 1);
+        using var validation = Bands(64, 2);
+        var settings = Settings(epochs: 3);
+
+        manual_seed(5);
+        var uninterrupted = new Tiny();
+        AdversarialTraining.Train(uninterrupted, train, validation, settings, dir.File("a"));
+
+        manual_seed(5);
+        var killed = new Tiny();
+        var steps = 0;
+        Assert.Throws<OperationCanceledException>(() =>
+            AdversarialTraining.Train(killed, train, validation, settings, dir.File("b"),
+                progress: (_, _) => { if (++steps == 8) throw new OperationCanceledException("killed mid epoch 2"); }));
+
+        manual_seed(99); // a different initialisation: everything must come from the checkpoint
+        var resumed = new Tiny();
+        var result = AdversarialTraining.Train(resumed, train, validation, settings, dir.File("b"));
+        Assert.True(result.Resumed);
+        Assert.Equal(3, result.History.Count);
+        foreach (var (a, b) in Weights(uninterrupted).Zip(Weights(resumed)))
+            Assert.True(a.eq(b).all().item<bool>(), "resumed weights differ from the uninterrupted run");
+    }
+
+    [Fact]
+    public void PgdTrainingMakesTheModelMoreRobustThanCleanTraining()
+    {
+        using var train = Bands(256, 3);
+        using var validation = Bands(128, 4);
+        AdversarialTrainingSettings Make(TrainingMethod method) => Settings(epochs: 10) with
+        {
+            Method = method, Threat = Threat.Linf(0.25), AttackSteps = 5, EvalPoints = 128, EvalPgdSteps = 10,
+            Optimizer = new OptimizerSettings(OptimizerKind.Adam, 0.01, WeightDecay: 0),
+        };
+        manual_seed(6);
+        var clean = AdversarialTraining.Train(new Tiny(), train, validation, Make(TrainingMethod.Clean));
+        manual_seed(6);
+        var robust = AdversarialTraining.Train(new Tiny(), train, validation, Make(TrainingMethod.PgdAt));
+        Console.WriteLine($"PGD-AT {robust.History[^1].ValidationPgd} clean {robust.History[^1].ValidationClean}; clean training: PGD {clean.History[^1].ValidationPgd} clean {clean.History[^1].ValidationClean}");
+        Assert.True(robust.History[^1].ValidationPgd.Value > clean.History[^1].ValidationPgd.Value + 0.1,
+            $"PGD-AT {robust.History[^1].ValidationPgd} vs clean training {clean.History[^1].ValidationPgd}");
+    }
+
+    [Fact]
+    public void ResumingWithOtherSettingsIsRefused()
+    {
+        using var dir = new TempFolder();
+        using var train = Bands(64, 1);
+        using var validation = Bands(32, 2);
+        AdversarialTraining.Train(new Tiny(), train, validation, Settings(epochs: 1), dir.Path);
+        var e = Assert.Throws<InvalidOperationException>(() =>
+            AdversarialTraining.Train(new Tiny(), train, validation, Settings(epochs: 1) with { AttackSteps = 7 }, dir.Path));
+        Assert.Contains("holds a training run with other settings", e.Message);
+        Assert.Contains(dir.Path, e.Message);
+    }
+
+    [Fact]
+    public void CatastrophicOverfittingIsAPgdAccuracyCollapseBelowTheBest()
+    {
+        Assert.False(AdversarialTraining.IsCatastrophicOverfitting([], 0.0, 20));
+        Assert.False(AdversarialTraining.IsCatastrophicOverfitting([0.5, 0.6], 0.45, 20));
+        Assert.True(AdversarialTraining.IsCatastrophicOverfitting([0.5, 0.6], 0.05, 20));
+    }
+
+    [Fact]
+    public void SchedulesFollowTheirDefinitions()
+    {
+        var piecewise = Schedules.Create(new ScheduleSettings(ScheduleKind.Piecewise, [0.5, 0.75], 0.1), 1.0);
+        Assert.Equal(1.0, piecewise(0.49), 12);
+        Assert.Equal(0.1, piecewise(0.5), 12);
+        Assert.Equal(0.01, piecewise(0.8), 12);
+        var cosine = Schedules.Create(new ScheduleSettings(ScheduleKind.Cosine), 2.0);
+        Assert.Equal(2.0, cosine(0), 12);
+        Assert.Equal(1.0, cosine(0.5), 12);
+        Assert.Equal(0.0, cosine(1), 12);
+        var oneCycle = Schedules.Create(new ScheduleSettings(ScheduleKind.OneCycle, PeakAt: 0.4), 0.2);
+        Assert.Equal(0.0, oneCycle(0), 12);
+        Assert.Equal(0.2, oneCycle(0.4), 12);
+        Assert.Equal(0.1, oneCycle(0.7), 12);
+    }
+
+    [Fact]
+    public void PgdAndFgsmStayInTheBallAndTheBox()
+    {
+        using var scope = NewDisposeScope();
+        manual_seed(7);
+        var model = new SmallCnn();
+        var x = rand(8, 1, 28, 28);
+        var y = randint(0, 10, [8]);
+        foreach (var threat in new[] { Threat.Linf(0.1), Threat.L2(1.5) })
+        {
+            var advs = new[]
+            {
+                Pgd.Attack(model.call, x, y, new PgdSettings(threat, 5)),
+                Fgsm.Attack(model.call, x, y, new FgsmSettings(threat)),
+            };
+            foreach (var adv in advs)
+            {
+                Assert.True(Projection.NormOf(adv - x, threat.Norm).max().item<float>() <= threat.Eps + 1e-5);
+                Assert.True(adv.min().item<float>() >= 0 && adv.max().item<float>() <= 1);
+            }
+        }
+        Assert.Throws<ArgumentOutOfRangeException>(() => Threat.Linf(-0.1));
+    }
+}
