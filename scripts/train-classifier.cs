@@ -59,9 +59,20 @@ var robust = Evaluate.ToAccuracy(Evaluate.PerPointCorrect(model.call, test, 500,
 Console.WriteLine($"best epoch {result.BestEpoch}; test clean accuracy {clean}");
 Console.WriteLine($"test PGD-{testPgd.Steps} ({testPgd.Threat}, step {testPgd.Alpha:G4}, random start) accuracy {robust}");
 
-var weightsPath = run.Output("smallcnn-fmnist-pgdat.bin");
-TrainingCheckpoint.SaveModule(model, weightsPath);
-Console.WriteLine($"weights: {weightsPath}");
+// The reference checkpoint, in the PyTorch-compatible safetensors format; re-imported strictly as a check.
+var weightsPath = run.Output("smallcnn-fmnist-pgdat.safetensors");
+StateDicts.Export(model, weightsPath);
+using (var reloaded = new SmallCnn(settings.Model))
+using (var scope = NewDisposeScope())
+using (no_grad())
+{
+    StateDicts.Import(reloaded, weightsPath);
+    reloaded.to(run.Device).eval();
+    var batch = test.Images.narrow(0, 0, Math.Min(64, test.Count)).to(run.Device);
+    if (!reloaded.call(batch).equal(model.call(batch)).all().item<bool>())
+        throw new InvalidOperationException($"{weightsPath}: re-imported weights do not reproduce the model's logits");
+}
+Console.WriteLine($"weights: {weightsPath} (re-imported strictly: same logits)");
 
 // ---- figure: the training curve -----------------------------------------------------------------
 var epochs = result.History.Select(h => (double)h.Epoch).ToArray();

@@ -40,6 +40,8 @@ public static class Evaluate
         foreach (var (images, labels) in data.Batches(batchSize))
         {
             using var scope = NewDisposeScope();
+            using var batchImages = images;  // made outside this scope: free it with the batch
+            using var batchLabels = labels;
             var x = device is null ? images : images.to(device);
             var y = device is null ? labels : labels.to(device);
             var input = attack is null ? x : attack(model, x, y);

@@ -56,6 +56,7 @@ public sealed record ScriptRun(
                     break;
             }
         }
+        NativeMemory.Tune();
         outDir ??= smoke
             ? Path.Combine(Directory.CreateTempSubdirectory("carso-smoke-").FullName, script)
             : Path.Combine(Paths.ResultsRoot(), script);

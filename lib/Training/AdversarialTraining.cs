@@ -150,6 +150,8 @@ public static class AdversarialTraining
             foreach (var (images, labels) in train.Batches(settings.BatchSize, shuffleSeed: epochSeed))
             {
                 using var scope = NewDisposeScope();
+                using var batchImages = images;  // the batch was made outside this scope: free it with the step
+                using var batchLabels = labels;
                 lr = learningRate((epoch * stepsPerEpoch + step) / totalSteps);
                 Optimizers.SetLearningRate(optimizer, lr);
                 var (batchLoss, batchCorrect) = Step(model, optimizer, images.to(device), labels.to(device), attack);
