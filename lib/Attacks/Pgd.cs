@@ -2,52 +2,107 @@ using static TorchSharp.torch;
 
 namespace Carso.Attacks;
 
+public enum PgdLoss { CrossEntropy, Dlr, TargetedDlr }
+
 /// <summary>
-/// PGD (Madry et al. 2018): from a random start in the ball, Steps steps of size StepSize along the
-/// steepest-ascent direction of the loss (sign of the gradient for Linf), each followed by the projection P.
-/// StepSize null means 2.5 * eps / Steps (Madry et al.).
+/// PGD (Madry et al. 2018): from a random start in the ball (or x itself), Steps steps of size StepSize along
+/// the steepest-ascent direction of the loss (sign of the gradient for Linf, unit L2 direction for L2), each
+/// followed by the projection P. StepSize null means 2.5 * eps / Steps (Madry et al.). Restarts: independent
+/// runs, a point counts as fooled when any run fools it. EotIter > 1: the gradient is the mean over that many
+/// forward/backward passes (Expectation over Transformation, for stochastic models).
+/// Targeted (targets given): minimise the cross-entropy to the target, or maximise the targeted DLR.
 /// </summary>
-public sealed record PgdSettings(Threat Threat, int Steps = 10, double? StepSize = null, bool RandomStart = true)
+public sealed record PgdSettings(
+    Threat Threat, int Steps = 10, double? StepSize = null, bool RandomStart = true,
+    int Restarts = 1, int EotIter = 1, PgdLoss Loss = PgdLoss.CrossEntropy)
 {
-    public double Alpha => StepSize ?? 2.5 * Threat.Eps / Steps;
+    public double Alpha => StepSize ?? 2.5 * Threat.Eps / Math.Max(1, Steps);
+
+    /// <summary>PGD+EOT as used against CARSO: 200 steps of 0.007, EOT 20, CE (sum), random start.</summary>
+    public static PgdSettings Eot(Threat threat) => new(threat, Steps: 200, StepSize: 0.007, EotIter: 20);
 }
 
 public static class Pgd
 {
     /// <summary>
-    /// Untargeted PGD on the cross-entropy. model: images [B, C, H, W] in [0, 1] -> logits [B, K];
-    /// x: [B, C, H, W]; y: [B]. Returns xAdv [B, C, H, W] (no gradient history). The model's mode
-    /// (train/eval) is the caller's choice; parameters receive no gradient from the attack.
+    /// model: images [B, C, H, W] in [0, 1] -> logits [B, K]; x: [B, C, H, W]; y: [B]; targets: [B] or null.
+    /// Returns xAdv [B, C, H, W] (detached). Parameters receive no gradient; the model's train/eval mode is the
+    /// caller's choice.
     /// </summary>
-    public static Tensor Attack(Func<Tensor, Tensor> model, Tensor x, Tensor y, PgdSettings settings, Generator? generator = null)
+    public static Tensor Attack(Func<Tensor, Tensor> model, Tensor x, Tensor y, PgdSettings settings,
+        Generator? generator = null, AttackMonitor? monitor = null, Tensor? targets = null)
     {
-        if (settings.Steps < 0) throw new ArgumentOutOfRangeException(nameof(settings), $"PGD steps must be >= 0, got {settings.Steps}");
+        if (settings.Steps < 0) throw new ArgumentOutOfRangeException(nameof(settings), $"PGD Steps must be >= 0, got {settings.Steps}");
+        if (settings.Restarts < 1) throw new ArgumentOutOfRangeException(nameof(settings), $"PGD Restarts must be >= 1, got {settings.Restarts}");
+        if (settings.EotIter < 1) throw new ArgumentOutOfRangeException(nameof(settings), $"PGD EotIter must be >= 1, got {settings.EotIter}");
+        if ((settings.Loss == PgdLoss.TargetedDlr) != (targets is not null) && settings.Loss != PgdLoss.CrossEntropy)
+            throw new ArgumentException("PGD with the targeted DLR loss needs targets, and only it among the DLR losses takes them");
         var threat = settings.Threat.Validated();
+        Func<Tensor, Tensor> loss = logits => settings.Loss switch
+        {
+            PgdLoss.CrossEntropy when targets is null => Losses.CrossEntropy(logits, y),
+            PgdLoss.CrossEntropy => -Losses.CrossEntropy(logits, targets!),
+            PgdLoss.Dlr => Losses.Dlr(logits, y),
+            PgdLoss.TargetedDlr => Losses.TargetedDlr(logits, y, targets!),
+            _ => throw new ArgumentOutOfRangeException(nameof(settings)),
+        };
+        using var outer = NewDisposeScope();
+        Tensor? best = null;
+        for (var restart = 0; restart < settings.Restarts; restart++)
+        {
+            var xAdv = Run(model, x, loss, settings, threat, generator, monitor);
+            if (best is null) { best = xAdv; continue; }
+            using (no_grad())
+            {
+                // keep, per point, a run that fools the model (the first one found)
+                var bestFools = model(best).argmax(1).ne(y);
+                var fools = model(xAdv).argmax(1).ne(y);
+                var take = fools.logical_and(bestFools.logical_not()).view(-1, 1, 1, 1);
+                best = where(take, xAdv, best).MoveToOuterDisposeScope();
+            }
+        }
+        return best!.detach().MoveToOuterDisposeScope();
+    }
+
+    static Tensor Run(Func<Tensor, Tensor> model, Tensor x, Func<Tensor, Tensor> loss, PgdSettings settings, Threat threat,
+        Generator? generator, AttackMonitor? monitor)
+    {
         using var outer = NewDisposeScope();
         var xAdv = settings.RandomStart ? Projection.RandomStart(x, threat, generator) : x.clone();
         for (var step = 0; step < settings.Steps; step++)
         {
             using var scope = NewDisposeScope();
-            var grad = InputGradient(model, xAdv, y);
+            var grad = EotGradient(model, xAdv, loss, settings.EotIter, monitor);
             using (no_grad())
-            {
-                var next = Projection.Project(xAdv + settings.Alpha * Projection.AscentDirection(grad, threat.Norm), x, threat);
-                xAdv = next.MoveToOuterDisposeScope();
-            }
+                xAdv = Projection.Project(xAdv + settings.Alpha * Projection.AscentDirection(grad, threat.Norm), x, threat)
+                    .MoveToOuterDisposeScope();
         }
         return xAdv.detach().MoveToOuterDisposeScope();
     }
 
-    /// <summary>Gradient of the summed cross-entropy with respect to the input only (no parameter gradients are accumulated).</summary>
-    public static Tensor InputGradient(Func<Tensor, Tensor> model, Tensor x, Tensor y)
+    /// <summary>Mean over eotIter passes of the gradient of the summed loss with respect to the input only
+    /// (no parameter gradients accumulate). loss: logits [B, K] -> per-example loss [B].</summary>
+    public static Tensor EotGradient(Func<Tensor, Tensor> model, Tensor x, Func<Tensor, Tensor> loss, int eotIter = 1, AttackMonitor? monitor = null)
     {
         using var scope = NewDisposeScope();
         var input = x.detach().requires_grad_(true);
         using var enabled = enable_grad();
-        var loss = Losses.CrossEntropy(model(input), y).sum();
-        var grad = autograd.grad([loss], [input])[0];
-        return grad.detach().MoveToOuterDisposeScope();
+        Tensor? sum = null;
+        for (var i = 0; i < eotIter; i++)
+        {
+            var logits = model(input);
+            monitor?.Logits(logits);
+            var grad = autograd.grad([loss(logits).sum()], [input])[0];
+            sum = sum is null ? grad : sum + grad;
+        }
+        var mean = (sum! / eotIter).detach();
+        monitor?.Gradients(mean);
+        return mean.MoveToOuterDisposeScope();
     }
+
+    /// <summary>Gradient of the summed cross-entropy with respect to the input only.</summary>
+    public static Tensor InputGradient(Func<Tensor, Tensor> model, Tensor x, Tensor y) =>
+        EotGradient(model, x, logits => Losses.CrossEntropy(logits, y));
 }
 
 /// <summary>FGSM with random start (Wong et al. 2020): start at x + U(-eps, eps), one step of StepSize (1.25 eps), project.</summary>
@@ -58,6 +113,6 @@ public sealed record FgsmSettings(Threat Threat, double? StepSize = null, bool R
 
 public static class Fgsm
 {
-    public static Tensor Attack(Func<Tensor, Tensor> model, Tensor x, Tensor y, FgsmSettings settings, Generator? generator = null) =>
-        Pgd.Attack(model, x, y, new PgdSettings(settings.Threat, Steps: 1, StepSize: settings.Alpha, RandomStart: settings.RandomStart), generator);
+    public static Tensor Attack(Func<Tensor, Tensor> model, Tensor x, Tensor y, FgsmSettings settings, Generator? generator = null, AttackMonitor? monitor = null) =>
+        Pgd.Attack(model, x, y, new PgdSettings(settings.Threat, Steps: 1, StepSize: settings.Alpha, RandomStart: settings.RandomStart), generator, monitor);
 }

@@ -53,6 +53,7 @@ public sealed record AdversarialTrainingSettings
         _ => throw new ArgumentOutOfRangeException(nameof(Method)),
     };
 
+    [System.Text.Json.Serialization.JsonIgnore]
     public PgdSettings EvalPgd => new(Threat, EvalPgdSteps);
 }
 
@@ -235,6 +236,8 @@ public sealed class TrainingCheckpoint(string folder)
         {
             throw new InvalidDataException($"{StatePath}: not a valid training state ({e.Message}); delete the folder to start over", e);
         }
+        // Derived values (evalPgd) were stored by earlier versions; only the settings themselves must match.
+        if (state.Settings is JsonObject saved) saved.Remove("evalPgd");
         if (state.Settings.ToJsonString() != SettingsJson(settings))
             throw new InvalidOperationException(
                 $"{Folder} holds a training run with other settings:\n  saved:   {state.Settings.ToJsonString()}\n  current: {SettingsJson(settings)}\n" +
