@@ -14,6 +14,21 @@ public static class Charts
         ["line"] = new JsonObject { ["color"] = color, ["dash"] = dash ?? "solid" },
     };
 
+    /// <summary>Points joined by a line, each with an asymmetric error bar (e.g. a 95% interval).</summary>
+    public static JsonObject LineWithErrors(IReadOnlyList<string> x, IReadOnlyList<double> y, IReadOnlyList<double> lower, IReadOnlyList<double> upper,
+        string name, string? color = null) => new()
+    {
+        ["type"] = "scatter", ["mode"] = "lines+markers+text", ["name"] = name,
+        ["x"] = new JsonArray(x.Select(v => (JsonNode?)JsonValue.Create(v)).ToArray()), ["y"] = Array(y),
+        ["text"] = new JsonArray(y.Select(v => (JsonNode?)JsonValue.Create($"{v:F1}")).ToArray()), ["textposition"] = "top right",
+        ["error_y"] = new JsonObject
+        {
+            ["type"] = "data", ["symmetric"] = false,
+            ["array"] = Array(upper.Zip(y, (u, v) => u - v)), ["arrayminus"] = Array(y.Zip(lower, (v, l) => v - l)),
+        },
+        ["line"] = new JsonObject { ["color"] = color },
+    };
+
     /// <summary>A shaded band between lower and upper (e.g. a 95% interval), drawn as one closed polygon.</summary>
     public static JsonObject Band(IReadOnlyList<double> x, IReadOnlyList<double> lower, IReadOnlyList<double> upper, string name, string fill = "rgba(31,119,180,0.2)") => new()
     {
