@@ -8,15 +8,7 @@ namespace Carso.Tests.Evaluation;
 public class DiagnosticsTests
 {
     /// <summary>4 classes of 1x8x8 images: class k is bright (0.7) in its band of rows 2k..2k+1, dim (0.1-0.3) elsewhere.</summary>
-    static Dataset Bands(int n, long seed)
-    {
-        using var generator = new Generator((ulong)seed);
-        var labels = randint(0, 4, [n], generator: generator, dtype: ScalarType.Int64);
-        var rows = arange(8).div(2, rounding_mode: RoundingMode.floor).view(1, 1, 8, 1);
-        var images = rows.eq(labels.view(n, 1, 1, 1)).to_type(ScalarType.Float32).expand(n, 1, 8, 8) * 0.6f
-                     + 0.1f + rand([n, 1, 8, 8], generator: generator) * 0.2f;
-        return Dataset.Create("bands", images.contiguous(), labels, ["0", "1", "2", "3"]);
-    }
+    static Dataset Bands(int n, long seed) => TestData.Bands(n, seed, signal: 0.6f, offset: 0.1f, noise: 0.2f);
 
     /// <summary>An MLP trained on the bands (undefended): returns its weights as a function.</summary>
     static Func<Tensor, Tensor> TrainedMlp()

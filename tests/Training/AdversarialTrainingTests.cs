@@ -9,15 +9,7 @@ namespace Carso.Tests.Training;
 public class AdversarialTrainingTests
 {
     /// <summary>A tiny separable problem: class k images are bright in their k-th horizontal band (4 classes, 1x8x8).</summary>
-    static Dataset Bands(int n, long seed)
-    {
-        using var generator = new Generator((ulong)seed);
-        var labels = randint(0, 4, [n], generator: generator, dtype: ScalarType.Int64);
-        var rows = arange(8).div(2, rounding_mode: RoundingMode.floor).view(1, 1, 8, 1);
-        var images = rows.eq(labels.view(n, 1, 1, 1)).to_type(ScalarType.Float32).expand(n, 1, 8, 8) * 0.6f
-                     + rand([n, 1, 8, 8], generator: generator) * 0.4f;
-        return Dataset.Create("bands", images.contiguous(), labels, ["0", "1", "2", "3"]);
-    }
+    static Dataset Bands(int n, long seed) => TestData.Bands(n, seed);
 
     sealed class Tiny : nn.Module<Tensor, Tensor>
     {
