@@ -49,7 +49,7 @@ var result = AdversarialTraining.Train(model, train, validation, settings.Traini
     device: run.Device);
 
 // ---- evaluate the best checkpoint on the test set ---------------------------------------------
-var checkpoint = new TrainingCheckpoint(checkpointFolder);
+var checkpoint = new TrainingCheckpoint<EpochMetrics>(checkpointFolder);
 model.load(checkpoint.BestPath);
 model.eval();
 var testPgd = new PgdSettings(settings.Training.Threat, settings.TestPgdSteps);

@@ -126,8 +126,9 @@ public static class AdversarialTraining
         var history = new List<EpochMetrics>();
         var start = 0;
         var resumed = false;
-        var checkpoint = checkpointFolder is null ? null : new TrainingCheckpoint(checkpointFolder);
-        if (checkpoint?.Load(model, optimizer, settings) is { } state)
+        var checkpoint = checkpointFolder is null ? null : new TrainingCheckpoint<EpochMetrics>(checkpointFolder);
+        var optimizerState = TrainingCheckpoint.OptimizerState(optimizer);
+        if (checkpoint?.Load(model, optimizerState, settings, legacyDerived: ["evalPgd"]) is { } state)
         {
             history.AddRange(state.History);
             start = state.History.Count;
@@ -176,7 +177,7 @@ public static class AdversarialTraining
             if (collapsed)
                 log($"CATASTROPHIC OVERFITTING at epoch {metrics.Epoch}: held-out PGD accuracy fell from {100 * bestPgd:F1}% to {100 * pgd.Value:F1}%" +
                     (settings.StopOnCatastrophicOverfitting ? "; stopping (best checkpoint kept)" : ""));
-            checkpoint?.Save(model, optimizer, settings, history, isBest);
+            checkpoint?.Save(model, optimizerState, settings, history, isBest);
             stoppedEarly = collapsed && settings.StopOnCatastrophicOverfitting;
         }
         var bestEpoch = history.Count == 0 ? 0 : history.MaxBy(h => h.ValidationPgd.Value)!.Epoch;
@@ -184,74 +185,3 @@ public static class AdversarialTraining
     }
 }
 
-/// <summary>
-/// The resumable state of a training run in a folder: state.json (settings, per-epoch history) names the
-/// model and optimiser files of the last complete epoch; best.bin holds the best weights. Every file is
-/// written atomically and state.json last, so a run killed at any moment resumes from a consistent epoch.
-/// </summary>
-public sealed class TrainingCheckpoint(string folder)
-{
-    public string Folder { get; } = Path.GetFullPath(folder);
-    public string StatePath => Path.Combine(Folder, "state.json");
-    public string BestPath => Path.Combine(Folder, "best.bin");
-
-    public sealed record State(JsonNode Settings, IReadOnlyList<EpochMetrics> History, string ModelFile, string OptimizerFile);
-
-    static string SettingsJson(AdversarialTrainingSettings settings) => RunRecord.ToJson(settings)!.ToJsonString();
-
-    public void Save(nn.Module model, optim.Optimizer optimizer, AdversarialTrainingSettings settings,
-        IReadOnlyList<EpochMetrics> history, bool isBest)
-    {
-        Directory.CreateDirectory(Folder);
-        var epoch = history.Count;
-        var modelFile = $"model-epoch{epoch:D3}.bin";
-        var optimizerFile = $"optimizer-epoch{epoch:D3}.bin";
-        SaveModule(model, Path.Combine(Folder, modelFile));
-        AtomicFile.Write(Path.Combine(Folder, optimizerFile), s =>
-        {
-            using var writer = new BinaryWriter(s, System.Text.Encoding.UTF8, leaveOpen: true);
-            ((TorchSharp.Modules.OptimizerHelper)optimizer).save_state_dict(writer);
-        });
-        if (isBest) SaveModule(model, BestPath);
-        var state = new State(RunRecord.ToJson(settings)!, history, modelFile, optimizerFile);
-        AtomicFile.WriteAllText(StatePath, JsonSerializer.Serialize(state, RunRecord.Json));
-        // Older epochs are no longer referenced by state.json.
-        foreach (var old in Directory.GetFiles(Folder, "*-epoch*.bin")
-                     .Where(f => Path.GetFileName(f) != modelFile && Path.GetFileName(f) != optimizerFile))
-            File.Delete(old);
-    }
-
-    /// <summary>Loads the last complete epoch into model and optimiser; null when the folder holds no run.
-    /// A run with other settings is an error (resuming it would mix two experiments).</summary>
-    public State? Load(nn.Module model, optim.Optimizer optimizer, AdversarialTrainingSettings settings)
-    {
-        if (!File.Exists(StatePath)) return null;
-        State state;
-        try
-        {
-            state = JsonSerializer.Deserialize<State>(File.ReadAllText(StatePath), RunRecord.Json)
-                    ?? throw new InvalidDataException("empty");
-        }
-        catch (Exception e) when (e is JsonException or InvalidDataException)
-        {
-            throw new InvalidDataException($"{StatePath}: not a valid training state ({e.Message}); delete the folder to start over", e);
-        }
-        // Derived values (evalPgd) were stored by earlier versions; only the settings themselves must match.
-        if (state.Settings is JsonObject saved) saved.Remove("evalPgd");
-        if (state.Settings.ToJsonString() != SettingsJson(settings))
-            throw new InvalidOperationException(
-                $"{Folder} holds a training run with other settings:\n  saved:   {state.Settings.ToJsonString()}\n  current: {SettingsJson(settings)}\n" +
-                "use another checkpoint folder, or delete this one to start over");
-        model.load(Path.Combine(Folder, state.ModelFile));
-        using var reader = new BinaryReader(File.OpenRead(Path.Combine(Folder, state.OptimizerFile)));
-        ((TorchSharp.Modules.OptimizerHelper)optimizer).load_state_dict(reader);
-        return state;
-    }
-
-    public static void SaveModule(nn.Module model, string path) =>
-        AtomicFile.Write(path, s =>
-        {
-            using var writer = new BinaryWriter(s, System.Text.Encoding.UTF8, leaveOpen: true);
-            model.save(writer);
-        });
-}

@@ -1,0 +1,90 @@
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using Carso.Reporting;
+using static TorchSharp.torch;
+
+namespace Carso.Training;
+
+/// <summary>How to write and read the optimiser-side state of a run (optimiser, Lookahead, ...).</summary>
+public sealed record OptimizerState(Action<BinaryWriter> Save, Action<BinaryReader> Load);
+
+/// <summary>
+/// The resumable state of a training run in a folder: state.json (settings, per-epoch history) names the
+/// model and optimiser files of the last complete epoch; best.bin holds the best weights. Every file is
+/// written atomically and state.json last, so a run killed at any moment resumes from a consistent epoch.
+/// Randomness is not saved: runs seed every epoch from (seed, epoch), so resuming needs no RNG state.
+/// </summary>
+public sealed class TrainingCheckpoint<TMetrics>(string folder)
+{
+    public string Folder { get; } = Path.GetFullPath(folder);
+    public string StatePath => Path.Combine(Folder, "state.json");
+    public string BestPath => Path.Combine(Folder, "best.bin");
+
+    public sealed record State(JsonNode Settings, IReadOnlyList<TMetrics> History, string ModelFile, string OptimizerFile);
+
+    public void Save(nn.Module model, OptimizerState optimizer, object settings, IReadOnlyList<TMetrics> history, bool isBest)
+    {
+        Directory.CreateDirectory(Folder);
+        var epoch = history.Count;
+        var modelFile = $"model-epoch{epoch:D3}.bin";
+        var optimizerFile = $"optimizer-epoch{epoch:D3}.bin";
+        TrainingCheckpoint.SaveModule(model, Path.Combine(Folder, modelFile));
+        AtomicFile.Write(Path.Combine(Folder, optimizerFile), s =>
+        {
+            using var writer = new BinaryWriter(s, System.Text.Encoding.UTF8, leaveOpen: true);
+            optimizer.Save(writer);
+        });
+        if (isBest) TrainingCheckpoint.SaveModule(model, BestPath);
+        var state = new State(RunRecord.ToJson(settings)!, history, modelFile, optimizerFile);
+        AtomicFile.WriteAllText(StatePath, JsonSerializer.Serialize(state, RunRecord.Json));
+        // Older epochs are no longer referenced by state.json.
+        foreach (var old in Directory.GetFiles(Folder, "*-epoch*.bin")
+                     .Where(f => Path.GetFileName(f) != modelFile && Path.GetFileName(f) != optimizerFile))
+            File.Delete(old);
+    }
+
+    /// <summary>Loads the last complete epoch into the model and the optimiser state; null when the folder holds
+    /// no run. A run with other settings is an error (resuming it would mix two experiments). legacyDerived:
+    /// derived properties that earlier versions stored with the settings and that are ignored when comparing.</summary>
+    public State? Load(nn.Module model, OptimizerState optimizer, object settings, IEnumerable<string>? legacyDerived = null)
+    {
+        if (!File.Exists(StatePath)) return null;
+        State state;
+        try
+        {
+            state = JsonSerializer.Deserialize<State>(File.ReadAllText(StatePath), RunRecord.Json)
+                    ?? throw new InvalidDataException("empty");
+        }
+        catch (Exception e) when (e is JsonException or InvalidDataException)
+        {
+            throw new InvalidDataException($"{StatePath}: not a valid training state ({e.Message}); delete the folder to start over", e);
+        }
+        if (state.Settings is JsonObject saved)
+            foreach (var name in legacyDerived ?? []) saved.Remove(name);
+        var current = RunRecord.ToJson(settings)!.ToJsonString();
+        if (state.Settings.ToJsonString() != current)
+            throw new InvalidOperationException(
+                $"{Folder} holds a training run with other settings:\n  saved:   {state.Settings.ToJsonString()}\n  current: {current}\n" +
+                "use another checkpoint folder, or delete this one to start over");
+        model.load(Path.Combine(Folder, state.ModelFile));
+        using var reader = new BinaryReader(File.OpenRead(Path.Combine(Folder, state.OptimizerFile)));
+        optimizer.Load(reader);
+        return state;
+    }
+}
+
+public static class TrainingCheckpoint
+{
+    /// <summary>The state of a TorchSharp optimiser.</summary>
+    public static OptimizerState OptimizerState(optim.Optimizer optimizer) => new(
+        w => ((TorchSharp.Modules.OptimizerHelper)optimizer).save_state_dict(w),
+        r => ((TorchSharp.Modules.OptimizerHelper)optimizer).load_state_dict(r));
+
+    /// <summary>Writes a module's weights in TorchSharp's format, atomically.</summary>
+    public static void SaveModule(nn.Module model, string path) =>
+        AtomicFile.Write(path, s =>
+        {
+            using var writer = new BinaryWriter(s, System.Text.Encoding.UTF8, leaveOpen: true);
+            model.save(writer);
+        });
+}
