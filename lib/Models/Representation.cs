@@ -38,12 +38,16 @@ public static class Representation
                 $"unknown layer name{(unknown.Length > 1 ? "s" : "")} {string.Join(", ", unknown.Select(u => $"'{u}'"))} " +
                 $"for {model.GetName()}; available: {string.Join(", ", layers.Keys)}");
         var captured = new Tensor?[layerNames.Count];
-        // Models may run forward inside their own dispose scopes; the captured outputs must outlive them and
-        // belong to the caller's scope (the one this anchor is registered on), like the logits do.
-        using var anchor = empty(0);
+        // Models may run forward inside their own dispose scopes (and may dispose intermediate outputs), while the
+        // captured outputs must outlive them and belong to the caller's scope, like the logits do. So the hook
+        // keeps its own alias (a view: same storage, same autograd graph) outside every scope, and the caller
+        // gets a fresh alias of it made in its own scope. Not MoveToOtherDisposeScope: in TorchSharp 0.107, moving
+        // a tensor to the scope it is already in drops it from that scope while it still points there, and its
+        // finalizer then throws ObjectDisposedException on the finalizer thread, killing the process.
         var removers = layerNames.Select((name, i) => layers[name].register_forward_hook((_, _, output) =>
         {
-            captured[i] = output.MoveToOtherDisposeScope(anchor);
+            captured[i]?.Dispose();
+            captured[i] = output.alias().DetachFromDisposeScope();
             return output;
         })).ToArray();
         try
@@ -54,11 +58,12 @@ public static class Representation
                 throw new InvalidOperationException(
                     $"layers {string.Join(", ", missing)} of {model.GetName()} did not run in forward: " +
                     "the model must call them with .call(x)");
-            return (logits, captured.Select(t => t!).ToArray());
+            return (logits, captured.Select(t => t!.alias()).ToArray());
         }
         finally
         {
             foreach (var remover in removers) remover.remove();
+            foreach (var t in captured) t?.Dispose();
         }
     }
 

@@ -1,0 +1,116 @@
+using Carso.Models;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Carso.Defence;
+
+/// <summary>
+/// Inference settings of CARSO.
+/// </summary>
+/// <param name="Samples">N: reconstructions sampled, classified and aggregated per input (reference: 8).</param>
+/// <param name="Aggregation">How the N outputs become one (reference: peel).</param>
+/// <param name="Deterministic">z = 0 instead of z ~ N(0, I): the deterministic variant (all N samples are then
+/// the same reconstruction).</param>
+/// <param name="Differentiable">true: the whole pipeline is recorded by autograd, so gradients flow from the output
+/// back to the input through the classifier's representation, the purifier's decoder and the final
+/// classification (end-to-end attacks). false: it runs under no_grad and the output carries no graph.</param>
+public sealed record CarsoSettings(
+    int Samples = 8,
+    AggregationKind Aggregation = AggregationKind.Peel,
+    bool Deterministic = false,
+    bool Differentiable = false)
+{
+    public CarsoSettings Validate() => Samples >= 1
+        ? this
+        : throw new ArgumentException($"CarsoSettings.Samples must be >= 1, got {Samples}", nameof(Samples));
+}
+
+/// <summary>
+/// The CARSO defence as a model: images x [B, C, H, W] in [0, 1] -> aggregated outputs [B, K].
+/// For each point the frozen classifier's representation (the named layers, captured in one forward pass) is
+/// compressed into the conditioning vector c; N latents z ~ N(0, I) (or z = 0) are decoded into N
+/// reconstructions; all B * N reconstructions are classified by the same classifier in ONE batch; the logits
+/// [B, K, N] are aggregated. The purifier's encoder is not used. Being a function from images to [B, K], it is
+/// the model every attack takes (<see cref="AsModel"/>): stochastic unless Deterministic, and differentiable end
+/// to end when Differentiable.
+/// The constructor puts the classifier and the purifier in eval mode (the classifier is frozen; the purifier has
+/// no mode-dependent layers). It leaves requires_grad of their parameters alone: attacks differentiate with
+/// respect to the input only (autograd.grad), so no parameter gradient accumulates.
+/// </summary>
+public sealed class CarsoModel
+{
+    public nn.Module<Tensor, Tensor> Classifier { get; }
+    public Purifier Purifier { get; }
+    public IReadOnlyList<string> LayerNames { get; }
+    public CarsoSettings Settings { get; }
+
+    public CarsoModel(nn.Module<Tensor, Tensor> classifier, Purifier purifier, IReadOnlyList<string> layerNames, CarsoSettings? settings = null)
+    {
+        Settings = (settings ?? new CarsoSettings()).Validate();
+        if (layerNames.Count != purifier.LayerShapes.Count)
+            throw new ArgumentException(
+                $"the purifier takes {purifier.LayerShapes.Count} representation layers, got {layerNames.Count} names " +
+                $"({string.Join(", ", layerNames)})", nameof(layerNames));
+        Classifier = classifier;
+        Purifier = purifier;
+        LayerNames = layerNames.ToArray();
+        classifier.eval();
+        purifier.eval();
+    }
+
+    /// <summary>The same classifier and purifier with other settings (e.g. Differentiable for an end-to-end attack).</summary>
+    public CarsoModel With(CarsoSettings settings) => new(Classifier, Purifier, LayerNames, settings);
+
+    /// <summary>The defence as the model attacks and evaluations take: x [B, C, H, W] -> outputs [B, K].</summary>
+    public Func<Tensor, Tensor> AsModel() => x => Forward(x);
+
+    /// <summary>
+    /// Latents for a batch of <paramref name="batch"/> points: [batch * N, LatentSize], rows b * N .. b * N + N - 1
+    /// for point b; zeros when Deterministic, else N(0, I) from <paramref name="generator"/> (global when null).
+    /// </summary>
+    public Tensor Latents(long batch, Generator? generator = null, Device? device = null)
+    {
+        long[] shape = [batch * Settings.Samples, Purifier.Settings.LatentSize];
+        return Settings.Deterministic ? zeros(shape, device: device) : randn(shape, device: device, generator: generator);
+    }
+
+    /// <summary>
+    /// The classifier's logits of every reconstruction, [B, K, N]: x [B, C, H, W]; z, when given, the latents
+    /// [B * N, LatentSize] (rows b * N .. b * N + N - 1 belong to point b; used as they are, whatever
+    /// Deterministic says), else <see cref="Latents"/> from <paramref name="generator"/>.
+    /// </summary>
+    public Tensor SampleLogits(Tensor x, Tensor? z = null, Generator? generator = null)
+    {
+        var (b, n) = (x.shape[0], (long)Settings.Samples);
+        if (z is not null && (z.dim() != 2 || z.shape[0] != b * n || z.shape[1] != Purifier.Settings.LatentSize))
+            throw new ArgumentException(
+                $"z must be [B * N, LatentSize] = [{b * n}, {Purifier.Settings.LatentSize}] for {b} points and {n} samples, " +
+                $"got [{string.Join(", ", z.shape)}]", nameof(z));
+        using var scope = NewDisposeScope();
+        using var gradMode = Settings.Differentiable ? null : no_grad();
+        var (_, layers) = Representation.Capture(Classifier, LayerNames, x);
+        var c = Purifier.Condition(layers).repeat_interleave(n, dim: 0);          // [B * N, Cond]
+        var latents = z ?? Latents(b, generator, x.device);
+        var reconstructions = Purifier.Decode(latents.to(c.dtype, c.device), c); // [B * N, C, H, W]
+        var logits = Classifier.call(reconstructions);                             // [B * N, K]
+        return logits.view(b, n, -1).transpose(1, 2).MoveToOuterDisposeScope();   // [B, K, N]
+    }
+
+    /// <summary>Aggregated outputs [B, K] of x [B, C, H, W]; z and generator as in <see cref="SampleLogits"/>.</summary>
+    public Tensor Forward(Tensor x, Tensor? z = null, Generator? generator = null)
+    {
+        using var scope = NewDisposeScope();
+        using var gradMode = Settings.Differentiable ? null : no_grad();
+        return Aggregation.Aggregate(Settings.Aggregation, SampleLogits(x, z, generator)).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>As <see cref="Forward"/>, with the number of outputs the naive aggregation would have saturated
+    /// (see <see cref="Aggregation.Saturation"/>): the diagnostics of an evaluation.</summary>
+    public (Tensor Output, long Saturated) ForwardWithSaturation(Tensor x, Tensor? z = null, Generator? generator = null)
+    {
+        using var scope = NewDisposeScope();
+        using var gradMode = Settings.Differentiable ? null : no_grad();
+        var (output, saturated) = Aggregation.Apply(Settings.Aggregation, SampleLogits(x, z, generator));
+        return (output.MoveToOuterDisposeScope(), saturated);
+    }
+}
