@@ -1,0 +1,203 @@
+using Carso.Attacks;
+using Carso.Data;
+using Carso.Evaluation;
+using Carso.Models;
+using Carso.Training;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Carso.Defence;
+
+/// <summary>
+/// Settings of purifier training (CARSO). Defaults follow the reference recipe scaled to Fashion-MNIST on a CPU:
+/// half of each batch adversarial (FGSM and PGD-40, step 0.01, random start, at eps/2 and eps, a quarter each);
+/// RAdam in Lookahead (k 6, alpha 0.8); learning rate warm-up over the first 12.5% of training, flat for the
+/// next 12.5%, then a linear anneal to 0; beta 0 for the first 12.5%, then a linear ramp to BetaMax over 4%.
+/// </summary>
+public sealed record PurifierTrainingSettings
+{
+    public Threat Threat { get; init; } = Threat.Linf(0.1);
+    public double AdversarialFraction { get; init; } = 0.5;
+    public int PgdSteps { get; init; } = 40;
+    public double PgdStepSize { get; init; } = 0.01;
+    public int Epochs { get; init; } = 8;
+    public int BatchSize { get; init; } = 128;
+    public double LearningRate { get; init; } = 1e-3;
+    public Lookahead.Settings Lookahead { get; init; } = new(K: 6, Alpha: 0.8);
+    public double WarmupFraction { get; init; } = 0.125;
+    public double FlatFraction { get; init; } = 0.125;
+    public double BetaZeroFraction { get; init; } = 0.125;
+    public double BetaRampFraction { get; init; } = 0.04;
+    public double BetaMax { get; init; } = 1.0;
+    /// <summary>Held-out points evaluated each epoch (clean, and PGD against the classifier alone).</summary>
+    public int EvalPoints { get; init; } = 500;
+    public int EvalPgdSteps { get; init; } = 40;
+    public int EvalBatchSize { get; init; } = 250;
+    public CarsoSettings Defence { get; init; } = new();
+    public long Seed { get; init; } = 0;
+
+    /// <summary>LR at training progress t in [0, 1]: warm-up, flat, linear anneal.</summary>
+    public double LearningRateAt(double t) =>
+        t < WarmupFraction ? LearningRate * (t + 1e-3) / WarmupFraction
+        : t < WarmupFraction + FlatFraction ? LearningRate
+        : LearningRate * Math.Max(0, (1 - t) / (1 - WarmupFraction - FlatFraction));
+
+    /// <summary>KL weight at progress t: 0, then a linear ramp to BetaMax.</summary>
+    public double BetaAt(double t) =>
+        t < BetaZeroFraction ? 0 : BetaMax * Math.Min(1, (t - BetaZeroFraction) / BetaRampFraction);
+}
+
+public sealed record PurifierEpochMetrics(int Epoch, double LearningRate, double Beta, double Bce, double Kl,
+    Accuracy ClassifierClean, Accuracy DefendedClean, Accuracy ClassifierPgd, Accuracy DefendedPgd, double Seconds);
+
+public sealed record PurifierTrainingResult(IReadOnlyList<PurifierEpochMetrics> History, bool Resumed);
+
+public static class PurifierTraining
+{
+    /// <summary>
+    /// The training input: the first AdversarialFraction of the batch perturbed against the frozen classifier,
+    /// in four equal parts (FGSM eps/2, FGSM eps, PGD eps/2, PGD eps), the rest clean. x: [B,C,H,W], y: [B].
+    /// </summary>
+    public static Tensor MixedBatch(Func<Tensor, Tensor> classifier, Tensor x, Tensor y, PurifierTrainingSettings settings, Generator? generator = null)
+    {
+        using var scope = NewDisposeScope();
+        var b = (int)x.shape[0];
+        var adversarial = (int)Math.Round(b * settings.AdversarialFraction);
+        var bounds = Enumerable.Range(0, 5).Select(i => adversarial * i / 4).ToArray();
+        var eps = settings.Threat.Eps;
+        var attacks = new Func<Tensor, Tensor, Tensor>[]
+        {
+            (xs, ys) => Fgsm.Attack(classifier, xs, ys, new FgsmSettings(settings.Threat with { Eps = eps / 2 }, StepSize: eps / 2, RandomStart: false), generator),
+            (xs, ys) => Fgsm.Attack(classifier, xs, ys, new FgsmSettings(settings.Threat, StepSize: eps, RandomStart: false), generator),
+            (xs, ys) => Pgd.Attack(classifier, xs, ys, new PgdSettings(settings.Threat with { Eps = eps / 2 }, settings.PgdSteps, settings.PgdStepSize), generator),
+            (xs, ys) => Pgd.Attack(classifier, xs, ys, new PgdSettings(settings.Threat, settings.PgdSteps, settings.PgdStepSize), generator),
+        };
+        var parts = new List<Tensor>();
+        for (var k = 0; k < 4; k++)
+        {
+            var n = bounds[k + 1] - bounds[k];
+            if (n > 0) parts.Add(attacks[k](x.narrow(0, bounds[k], n), y.narrow(0, bounds[k], n)));
+        }
+        if (b > adversarial) parts.Add(x.narrow(0, adversarial, b - adversarial));
+        return cat(parts).detach().MoveToOuterDisposeScope();
+    }
+
+    /// <summary>
+    /// One step: representation of the mixed batch (classifier frozen, no gradient), conditioning, encoder on the
+    /// CLEAN target (a conditional VAE encodes what it must reconstruct), reparameterised z, decode, BCE (sum)
+    /// against the clean image + beta * KL (both summed per image, averaged over the batch: Purifier.PurifierLoss).
+    /// Returns (bce, kl) per image as 0-dim tensors.
+    /// </summary>
+    public static (Tensor Bce, Tensor Kl) Step(nn.Module<Tensor, Tensor> classifier, IReadOnlyList<string> layerNames, Purifier purifier,
+        Lookahead optimizer, Tensor clean, Tensor mixed, double beta)
+    {
+        using var scope = NewDisposeScope();
+        Tensor[] layers;
+        using (no_grad()) layers = Representation.Capture(classifier, layerNames, mixed).Layers.Select(l => l.detach()).ToArray();
+        purifier.train();
+        optimizer.zero_grad();
+        var c = purifier.Condition(layers);
+        var (mu, logVar) = purifier.Encode(clean, c);
+        var z = Purifier.Reparameterise(mu, logVar);
+        var reconstruction = purifier.Decode(z, c);
+        var (total, bce, kl) = Purifier.PurifierLoss(reconstruction, clean, mu, logVar, beta);
+        total.backward();
+        optimizer.step();
+        return (bce.detach().MoveToOuterDisposeScope(), kl.detach().MoveToOuterDisposeScope());
+    }
+
+    public static PurifierTrainingResult Train(nn.Module<Tensor, Tensor> classifier, IReadOnlyList<string> layerNames, Purifier purifier,
+        Dataset train, Dataset validation, PurifierTrainingSettings settings, string? checkpointFolder = null,
+        Action<string>? log = null, Action<int, int>? progress = null, Device? device = null)
+    {
+        log ??= _ => { };
+        device ??= CPU;
+        classifier.eval();
+        foreach (var p in classifier.parameters()) p.requires_grad_(false);
+        var inner = optim.RAdam(purifier.parameters(), settings.LearningRate);
+        using var optimizer = new Lookahead(inner, purifier.parameters(), settings.Lookahead);
+        var optimizerState = new OptimizerState(
+            w => { ((TorchSharp.Modules.OptimizerHelper)inner).save_state_dict(w); optimizer.Save(w); },
+            r => { ((TorchSharp.Modules.OptimizerHelper)inner).load_state_dict(r); optimizer.Load(r); });
+        var checkpoint = checkpointFolder is null ? null : new TrainingCheckpoint<PurifierEpochMetrics>(checkpointFolder);
+        var history = new List<PurifierEpochMetrics>();
+        var resumed = false;
+        if (checkpoint?.Load(purifier, optimizerState, settings) is { } state)
+        {
+            history.AddRange(state.History);
+            resumed = true;
+            log($"resumed from {checkpoint.Folder} after epoch {history.Count}");
+        }
+        using var evalSet = validation.Take(settings.EvalPoints);
+        var stepsPerEpoch = (int)((train.Count + settings.BatchSize - 1) / settings.BatchSize);
+        var totalSteps = (double)stepsPerEpoch * settings.Epochs;
+        for (var epoch = history.Count; epoch < settings.Epochs; epoch++)
+        {
+            var clock = System.Diagnostics.Stopwatch.StartNew();
+            var epochSeed = AdversarialTraining.EpochSeed(settings.Seed, epoch);
+            random.manual_seed(epochSeed);
+            using var epochScope = NewDisposeScope();
+            var bceSum = zeros(1, dtype: ScalarType.Float64, device: device);
+            var klSum = zeros(1, dtype: ScalarType.Float64, device: device);
+            var step = 0;
+            double lr = 0, beta = 0;
+            foreach (var (images, labels) in train.Batches(settings.BatchSize, shuffleSeed: epochSeed))
+            {
+                using var scope = NewDisposeScope();
+                using var batchImages = images;
+                using var batchLabels = labels;
+                var t = (epoch * stepsPerEpoch + step) / totalSteps;
+                lr = settings.LearningRateAt(t);
+                beta = settings.BetaAt(t);
+                Optimizers.SetLearningRate(inner, lr);
+                var x = images.to(device);
+                var mixed = MixedBatch(classifier.call, x, labels.to(device), settings);
+                var (bce, kl) = Step(classifier, layerNames, purifier, optimizer, x, mixed, beta);
+                bceSum.add_(bce * x.shape[0]);
+                klSum.add_(kl * x.shape[0]);
+                progress?.Invoke(++step, stepsPerEpoch);
+            }
+            var (classifierClean, defendedClean, classifierPgd, defendedPgd) = EvaluateEpoch(classifier, layerNames, purifier, evalSet, settings, device);
+            var metrics = new PurifierEpochMetrics(epoch + 1, lr, beta, bceSum.item<double>() / train.Count, klSum.item<double>() / train.Count,
+                classifierClean, defendedClean, classifierPgd, defendedPgd, clock.Elapsed.TotalSeconds);
+            history.Add(metrics);
+            log($"epoch {metrics.Epoch}/{settings.Epochs}: lr {lr:G3} beta {beta:G3} BCE {metrics.Bce:F2} KL {metrics.Kl:F2} per image | held-out clean: " +
+                $"classifier {classifierClean}, CARSO {defendedClean} | PGD-{settings.EvalPgdSteps} on the classifier: classifier {classifierPgd}, CARSO {defendedPgd} | {metrics.Seconds:F0} s");
+            checkpoint?.Save(purifier, optimizerState, settings, history, isBest: true);
+        }
+        return new PurifierTrainingResult(history, resumed);
+    }
+
+    /// <summary>The dataset with every image replaced by its PGD example against the given model (on the CPU).</summary>
+    public static Dataset TransferSet(Func<Tensor, Tensor> model, Dataset data, PgdSettings pgd, int batchSize, Device device)
+    {
+        var parts = new List<Tensor>();
+        foreach (var (images, labels) in data.Batches(batchSize))
+        {
+            using var scope = NewDisposeScope();
+            using var batchImages = images;
+            using var batchLabels = labels;
+            parts.Add(Pgd.Attack(model, images.to(device), labels.to(device), pgd).cpu().MoveToOuterDisposeScope());
+        }
+        var all = cat(parts);
+        foreach (var p in parts) p.Dispose();
+        return data with { Name = data.Name + "/pgd", Images = all, Labels = data.Labels.clone() };
+    }
+
+    /// <summary>Held-out accuracies: classifier and defended model, on clean images and on PGD examples crafted against the classifier alone.</summary>
+    public static (Accuracy ClassifierClean, Accuracy DefendedClean, Accuracy ClassifierPgd, Accuracy DefendedPgd) EvaluateEpoch(
+        nn.Module<Tensor, Tensor> classifier, IReadOnlyList<string> layerNames, Purifier purifier, Dataset data, PurifierTrainingSettings settings, Device device)
+    {
+        purifier.eval();
+        var defended = new CarsoModel(classifier, purifier, layerNames, settings.Defence with { Differentiable = false }).AsModel();
+        var pgd = new PgdSettings(settings.Threat, settings.EvalPgdSteps, settings.PgdStepSize);
+        // One set of PGD examples against the classifier alone, judged by both models.
+        using var adversarial = TransferSet(classifier.call, data, pgd, settings.EvalBatchSize, device);
+        var result = (
+            Evaluate.ToAccuracy(Evaluate.PerPointCorrect(classifier.call, data, settings.EvalBatchSize, device: device)),
+            Evaluate.ToAccuracy(Evaluate.PerPointCorrect(defended, data, settings.EvalBatchSize, device: device)),
+            Evaluate.ToAccuracy(Evaluate.PerPointCorrect(classifier.call, adversarial, settings.EvalBatchSize, device: device)),
+            Evaluate.ToAccuracy(Evaluate.PerPointCorrect(defended, adversarial, settings.EvalBatchSize, device: device)));
+        return result;
+    }
+}
