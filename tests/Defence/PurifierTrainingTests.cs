@@ -1,0 +1,42 @@
+using Carso.Attacks;
+using Carso.Defence;
+using static TorchSharp.torch;
+
+namespace Carso.Tests.Defence;
+
+public class PurifierTrainingTests
+{
+    [Fact]
+    public void MixedBatchPerturbsTheAdversarialFractionInFourEqualPartsAtHalfAndFullEps()
+    {
+        using var scope = NewDisposeScope();
+        manual_seed(3);
+        var w = randn(36, 4);
+        Func<Tensor, Tensor> model = x => x.flatten(1).matmul(w);
+        var x = rand(16, 1, 6, 6) * 0.5 + 0.25;   // away from the box, so clipping does not hide the eps bounds
+        var y = model(x).argmax(1);
+        var settings = new PurifierTrainingSettings { Threat = Threat.Linf(0.1), AdversarialFraction = 0.5, PgdSteps = 5 };
+        var mixed = PurifierTraining.MixedBatch(model, x, y, settings);
+        var norms = Projection.NormOf(mixed - x, Norm.Linf).data<float>().ToArray();
+        // 8 adversarial points: 2 FGSM eps/2, 2 FGSM eps, 2 PGD eps/2, 2 PGD eps; then 8 clean
+        Assert.All(norms[0..2], n => Assert.Equal(0.05f, n, 4));   // FGSM moves every pixel by exactly its eps
+        Assert.All(norms[2..4], n => Assert.Equal(0.1f, n, 4));
+        Assert.All(norms[4..6], n => Assert.InRange(n, 0.01f, 0.05f + 1e-6f));
+        Assert.All(norms[6..8], n => Assert.InRange(n, 0.01f, 0.1f + 1e-6f));
+        Assert.All(norms[8..], n => Assert.Equal(0f, n));
+    }
+
+    [Fact]
+    public void LearningRateWarmsUpStaysFlatThenAnnealsAndBetaRampsAfterItsZeroPhase()
+    {
+        var s = new PurifierTrainingSettings { LearningRate = 1.0 };
+        Assert.True(s.LearningRateAt(0.0) < 0.01);
+        Assert.Equal((0.0625 + 1e-3) / 0.125, s.LearningRateAt(0.0625), 12); // linear warm-up, never exactly 0
+        Assert.Equal(1.0, s.LearningRateAt(0.2), 12);
+        Assert.Equal(0.5, s.LearningRateAt(0.625), 12);
+        Assert.Equal(0.0, s.LearningRateAt(1.0), 12);
+        Assert.Equal(0.0, s.BetaAt(0.1), 12);
+        Assert.Equal(0.5, s.BetaAt(0.145), 6);
+        Assert.Equal(1.0, s.BetaAt(0.5), 12);
+    }
+}
