@@ -44,11 +44,12 @@ public sealed record AdversarialTrainingSettings
     public bool StopOnCatastrophicOverfitting { get; init; } = true;
     public long Seed { get; init; } = 0;
 
-    /// <summary>The attack used to make training examples: (model, x, y) -> xAdv, or null for clean training.</summary>
-    public Func<Func<Tensor, Tensor>, Tensor, Tensor, Tensor>? TrainingAttack() => Method switch
+    /// <summary>The attack used to make training examples: (model, x, y) -> xAdv, or null for clean training.
+    /// Its random starts come from the given generator (not the process-wide one, which other threads share).</summary>
+    public Func<Func<Tensor, Tensor>, Tensor, Tensor, Tensor>? TrainingAttack(Generator? generator = null) => Method switch
     {
-        TrainingMethod.PgdAt => (m, x, y) => Pgd.Attack(m, x, y, new PgdSettings(Threat, AttackSteps, AttackStepSize)),
-        TrainingMethod.FgsmRs => (m, x, y) => Fgsm.Attack(m, x, y, new FgsmSettings(Threat, AttackStepSize)),
+        TrainingMethod.PgdAt => (m, x, y) => Pgd.Attack(m, x, y, new PgdSettings(Threat, AttackSteps, AttackStepSize), generator),
+        TrainingMethod.FgsmRs => (m, x, y) => Fgsm.Attack(m, x, y, new FgsmSettings(Threat, AttackStepSize), generator),
         TrainingMethod.Clean => null,
         _ => throw new ArgumentOutOfRangeException(nameof(Method)),
     };
@@ -122,7 +123,6 @@ public static class AdversarialTraining
         device ??= CPU;
         var optimizer = Optimizers.Create(model.parameters(), settings.Optimizer);
         var learningRate = Schedules.Create(settings.Schedule, settings.Optimizer.LearningRate);
-        var attack = settings.TrainingAttack();
         var history = new List<EpochMetrics>();
         var start = 0;
         var resumed = false;
@@ -144,6 +144,8 @@ public static class AdversarialTraining
             var clock = System.Diagnostics.Stopwatch.StartNew();
             var epochSeed = EpochSeed(settings.Seed, epoch);
             random.manual_seed(epochSeed);
+            using var generator = new Generator((ulong)epochSeed, device);
+            var attack = settings.TrainingAttack(generator);
             using var epochScope = NewDisposeScope();
             var lossSum = zeros(1, dtype: ScalarType.Float64, device: device);
             var correct = zeros(1, dtype: ScalarType.Int64, device: device);
@@ -165,7 +167,7 @@ public static class AdversarialTraining
             model.eval();
             var clean = Evaluate.ToAccuracy(Evaluate.PerPointCorrect(model.call, evalSet, settings.EvalBatchSize, device: device));
             var pgd = Evaluate.ToAccuracy(Evaluate.PerPointCorrect(model.call, evalSet, settings.EvalBatchSize,
-                (m, x, y) => Pgd.Attack(m, x, y, settings.EvalPgd), device));
+                (m, x, y) => Pgd.Attack(m, x, y, settings.EvalPgd, generator), device));
             var bestPgd = history.Select(h => h.ValidationPgd.Value).Append(pgd.Value).Max();
             var collapsed = IsCatastrophicOverfitting(history.Select(h => h.ValidationPgd.Value), pgd.Value, settings.OverfittingDropPoints);
             var metrics = new EpochMetrics(epoch + 1, lr, lossSum.item<double>() / train.Count,
