@@ -135,11 +135,11 @@ record Settings
     public string[] Layers { get; init; } = ["conv1", "conv2", "fc1"];
     /// <summary>Scaled down from the CIFAR reference (conditioning 512, latent 128) for 1x28x28 images on a CPU.</summary>
     public PurifierSettings Purifier { get; init; } = new(ConditioningSize: 256, LatentSize: 64);
-    /// <summary>3 epochs on 20,000 images: the CPU budget of the reference run on 2 cores (the reference recipe
+    /// <summary>3 epochs on 30,000 images: the CPU budget of the reference run on 2 cores (the reference recipe
     /// trains 200 epochs on CIFAR-10); raise Epochs and TrainPoints for a stronger purifier.</summary>
     public PurifierTrainingSettings Training { get; init; } = new() { Epochs = 3, EvalPoints = 500 };
     public int ValidationCount { get; init; } = 5000;
-    public int TrainPoints { get; init; } = 20000;
+    public int TrainPoints { get; init; } = 30000;
     public int TestPoints { get; init; } = int.MaxValue;
     public int TestPgdSteps { get; init; } = 40;
 }
