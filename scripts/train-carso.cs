@@ -109,7 +109,7 @@ using (no_grad())
         }
     }
     run.SaveFigure(ImageGrid.Create(cat(rows), 1 + samples, labels,
-        "input, then 4 purified samples; row label: true class: predictions of input and samples", cellPixels: 60), "reconstructions");
+        "input, then 4 purified samples (label: true class: predictions)", cellPixels: 60), "reconstructions");
 }
 
 // ---- record --------------------------------------------------------------------------------------

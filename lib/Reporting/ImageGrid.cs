@@ -63,11 +63,14 @@ public static class ImageGrid
                 ["autorange"] = "reversed", ["scaleanchor"] = "x", ["constrain"] = "domain",
                 ["tickvals"] = tickValues, ["ticktext"] = tickText, ["showgrid"] = false, ["zeroline"] = false,
             },
-            ["margin"] = new JsonObject { ["l"] = 130, ["r"] = 20, ["t"] = 50, ["b"] = 20 },
+            ["margin"] = new JsonObject { ["l"] = LeftMargin(rowLabels), ["r"] = 20, ["t"] = 50, ["b"] = 20 },
             ["plot_bgcolor"] = "white",
         };
-        var width = Math.Max(520, 150 + columns * cellPixels);
+        var width = Math.Max(520, LeftMargin(rowLabels) + 20 + columns * cellPixels);
         var height = 70 + rows * cellPixels;
         return new Figure([trace], layout, width, height);
     }
+
+    /// <summary>Room for the row labels (about 7 px per character at Plotly's default font).</summary>
+    static int LeftMargin(IReadOnlyList<string> rowLabels) => Math.Max(130, 20 + 7 * rowLabels.Max(l => l.Length));
 }
