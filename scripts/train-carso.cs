@@ -30,11 +30,7 @@ var seed = settings.Training.Seed;
 manual_seed(seed);
 
 // ---- data -------------------------------------------------------------------------------------
-using var fullTrain = FashionMnist.Load(Split.Train);
-var (trainAll, validation) = fullTrain.SplitValidation(settings.ValidationCount, seed);
-using var train = trainAll.Take(settings.TrainPoints);
-using var test = FashionMnist.Load(Split.Test).Take(settings.TestPoints);
-trainAll.Dispose();
+var (train, validation, test) = FashionMnist.Splits(settings.ValidationCount, seed, settings.TrainPoints, settings.TestPoints);
 Console.WriteLine($"data: {train.Count} training, {validation.Count} held-out, {test.Count} test images");
 
 // ---- the frozen classifier and the purifier ----------------------------------------------------
@@ -124,7 +120,7 @@ run.Finish(settings, seed, new
     epochs = result.History,
     purifier = Path.GetFileName(purifierPath),
 });
-validation.Dispose();
+foreach (var data in new[] { train, validation, test }) data.Dispose();
 
 /// <summary>Settings: edit and re-run (a changed setting needs a fresh output folder or --out).</summary>
 record Settings

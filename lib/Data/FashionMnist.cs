@@ -44,6 +44,20 @@ public static class FashionMnist
     /// <summary>One split, from the located folder (or the given one).</summary>
     public static Dataset Load(Split split, string? folder = null) =>
         IdxDataset.LoadFolder("fashion-mnist", folder ?? Locate(), split, IdxDataset.FashionMnistClasses);
+
+    /// <summary>
+    /// The three sets a training script needs: the first trainPoints of the training split after holding out
+    /// validationCount points chosen by the seed, the held-out points, and the first testPoints test images.
+    /// </summary>
+    public static (Dataset Train, Dataset Validation, Dataset Test) Splits(long validationCount, long seed,
+        long trainPoints = long.MaxValue, long testPoints = long.MaxValue)
+    {
+        using var fullTrain = Load(Split.Train);
+        var (trainAll, validation) = fullTrain.SplitValidation(validationCount, seed);
+        using (trainAll)
+        using (var fullTest = Load(Split.Test))
+            return (trainAll.Take(trainPoints), validation, fullTest.Take(testPoints));
+    }
 }
 
 /// <summary>MNIST digits from a folder with the published file names (none is installed system-wide here).</summary>

@@ -112,8 +112,9 @@ public static class RobustEvaluation
             log($"after {attack.Name}: robust accuracy {stage.RobustAfter} ({broken} of {points.Length} attacked points broken, {stage.Seconds:F0} s)");
         }
 
+        var labels = data.Labels.data<long>().ToArray();
         var records = Enumerable.Range(0, n).Select(i => new PointRecord(
-            i, data.Labels[i].item<long>(), state.CleanCorrect[i],
+            i, labels[i], state.CleanCorrect[i],
             state.BrokenBy[i] >= 0 ? attacks[state.BrokenBy[i]].Name : null,
             state.BrokenBy[i] >= 0 ? state.Norms[i] : null)).ToArray();
         using var finalScope = NewDisposeScope();

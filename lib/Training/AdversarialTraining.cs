@@ -1,9 +1,6 @@
-using System.Text.Json;
-using System.Text.Json.Nodes;
 using Carso.Attacks;
 using Carso.Data;
 using Carso.Evaluation;
-using Carso.Reporting;
 using static TorchSharp.torch;
 
 namespace Carso.Training;
