@@ -29,6 +29,21 @@ public static class Charts
         ["line"] = new JsonObject { ["color"] = color },
     };
 
+    /// <summary>Bars with asymmetric error bars (e.g. accuracies with their 95% intervals), one per category.</summary>
+    public static JsonObject Bars(IReadOnlyList<string> x, IReadOnlyList<double> y, IReadOnlyList<double> lower, IReadOnlyList<double> upper,
+        string name, string? color = null) => new()
+    {
+        ["type"] = "bar", ["name"] = name,
+        ["x"] = new JsonArray(x.Select(v => (JsonNode?)JsonValue.Create(v)).ToArray()), ["y"] = Array(y),
+        ["text"] = new JsonArray(y.Select(v => (JsonNode?)JsonValue.Create($"{v:F1}")).ToArray()), ["textposition"] = "outside",
+        ["error_y"] = new JsonObject
+        {
+            ["type"] = "data", ["symmetric"] = false,
+            ["array"] = Array(upper.Zip(y, (u, v) => u - v)), ["arrayminus"] = Array(y.Zip(lower, (v, l) => v - l)),
+        },
+        ["marker"] = new JsonObject { ["color"] = color },
+    };
+
     /// <summary>A shaded band between lower and upper (e.g. a 95% interval), drawn as one closed polygon.</summary>
     public static JsonObject Band(IReadOnlyList<double> x, IReadOnlyList<double> lower, IReadOnlyList<double> upper, string name, string fill = "rgba(31,119,180,0.2)") => new()
     {

@@ -1,0 +1,176 @@
+#!/usr/bin/env -S dotnet run
+#:project ../lib/Carso.csproj
+// The whole CARSO story on Fashion-MNIST in about ten minutes on 2 CPU cores, from nothing but the dataset:
+// adversarially train a classifier, train its CARSO purifier, attack both, print the table, write the figures.
+// Every budget here is REDUCED to fit (printed at the start); the full protocol is in the other scripts:
+// train-classifier.cs, train-carso.cs, eval-autoattack.cs and eval-carso.cs.
+//   dotnet run scripts/quickstart.cs            -> results/quickstart/
+//   dotnet run scripts/quickstart.cs --smoke    -> a temporary folder, seconds
+using Carso.Attacks;
+using Carso.Data;
+using Carso.Defence;
+using Carso.Evaluation;
+using Carso.Models;
+using Carso.Reporting;
+using Carso.Runtime;
+using Carso.Training;
+using TorchSharp;
+using static TorchSharp.torch;
+
+// ---- settings -------------------------------------------------------------------------------
+var run = ScriptRun.Start("quickstart", args);
+var settings = new Settings();
+if (run.Smoke)
+    settings = settings with
+    {
+        TrainPoints = 512, ValidationCount = 128, TestPoints = 24,
+        Classifier = settings.Classifier with { Epochs = 1, AttackSteps = 2, EvalPoints = 64, EvalPgdSteps = 2 },
+        Purifier = settings.Purifier with { Epochs = 1, PgdSteps = 2, EvalPoints = 32, EvalPgdSteps = 2, BatchSize = 64 },
+        ClassifierAttacks = AutoAttackSettings.Smoke,
+        CarsoProtocol = CarsoProtocolSettings.Smoke,
+        BatchSize = 12,
+    };
+var seed = run.SeedOverride ?? settings.Seed;
+settings = settings with { Classifier = settings.Classifier with { Seed = seed }, Purifier = settings.Purifier with { Seed = seed } };
+manual_seed(seed);
+var threat = settings.Classifier.Threat;
+Console.WriteLine("REDUCED budgets (a quick look, not the paper protocol):");
+Console.WriteLine($"  classifier: SmallCnn, {settings.Classifier.Method} {threat}, {settings.Classifier.AttackSteps} attack steps, " +
+                  $"{settings.Classifier.Epochs} epochs on {Math.Min(settings.TrainPoints, 60000 - settings.ValidationCount)} images " +
+                  "(full: scripts/train-classifier.cs, 12 epochs on 55,000)");
+Console.WriteLine($"  purifier: {settings.Purifier.Epochs} epochs on the same images, PGD-{settings.Purifier.PgdSteps} training examples " +
+                  "(full: scripts/train-carso.cs)");
+Console.WriteLine($"  test points: the first {settings.TestPoints} (full: 1000 and more)");
+Console.WriteLine($"  classifier attack: AutoAttack standard with {settings.ClassifierAttacks} (full: scripts/eval-autoattack.cs)");
+Console.WriteLine($"  CARSO attacks: {settings.CarsoProtocol} (full: scripts/eval-carso.cs)");
+
+// ---- data -------------------------------------------------------------------------------------
+var (train, validation, test) = FashionMnist.Splits(settings.ValidationCount, seed, settings.TrainPoints, settings.TestPoints);
+Console.WriteLine($"data: {train.Count} training, {validation.Count} held-out, {test.Count} test images");
+var times = new Dictionary<string, double>();
+var clock = System.Diagnostics.Stopwatch.StartNew();
+double Lap() { var s = clock.Elapsed.TotalSeconds; clock.Restart(); return s; }
+
+// ---- 1. adversarially train the classifier -------------------------------------------------------
+var classifier = new SmallCnn(settings.Model);
+classifier.to(run.Device);
+var classifierFolder = run.Output("classifier");
+var classifierResult = AdversarialTraining.Train(classifier, train, validation, settings.Classifier, classifierFolder,
+    log: Console.WriteLine, device: run.Device);
+classifier.load(new TrainingCheckpoint<EpochMetrics>(classifierFolder).BestPath);
+classifier.eval();
+foreach (var p in classifier.parameters()) p.requires_grad_(false);
+StateDicts.Export(classifier, run.Output("smallcnn-fmnist-pgdat.safetensors"));
+times["train classifier"] = Lap();
+
+// ---- 2. train its CARSO purifier ------------------------------------------------------------------
+var layerShapes = settings.Layers.Select(name =>
+    Representation.Describe(classifier, [1, 28, 28]).Single(l => l.Name == name).OutputShape[1..]).ToArray();
+var purifier = Purifier.Build(settings.PurifierSize, layerShapes, [1, 28, 28]);
+purifier.to(run.Device);
+var purifierResult = PurifierTraining.Train(classifier, settings.Layers, purifier, train, validation, settings.Purifier,
+    run.Output("purifier"), Console.WriteLine, device: run.Device);
+purifier.eval();
+PurifierCheckpoint.Save(run.Output("purifier-smallcnn-fmnist.safetensors"), purifier,
+    PurifierSpec.For(classifier, settings.Layers, [1, 28, 28], settings.PurifierSize));
+times["train purifier"] = Lap();
+
+// ---- 3. the classifier under AutoAttack standard --------------------------------------------------
+var classifierEval = RobustEvaluation.Run(classifier.call, test, threat, AutoAttack.Standard(threat, settings.ClassifierAttacks),
+    settings.BatchSize, seed, run.Output("classifier-autoattack.json"), line => Console.WriteLine("  " + line), device: run.Device);
+times["attack classifier"] = Lap();
+
+// ---- 4. CARSO under AutoAttack rand, PGD+EOT and the adaptive attacks -----------------------------
+var carso = new CarsoModel(classifier, purifier, settings.Layers, settings.Defence);
+using var transfer = RobustEvaluation.LoadAdversarial(run.Output("classifier-autoattack.json"), test);
+var carsoEval = CarsoEvaluation.Run(carso, test, threat, settings.CarsoProtocol, transfer, run.Output("carso-attacks"), seed,
+    settings.BatchSize, Console.WriteLine, run.Device);
+times["attack CARSO"] = Lap();
+
+// ---- table and figures ----------------------------------------------------------------------------
+var rows = new List<ResultRow>
+{
+    new("classifier", "clean", classifierEval.Clean),
+    new("classifier", "AutoAttack standard", classifierEval.Robust),
+    new("CARSO", "clean", carsoEval.Clean),
+};
+rows.AddRange(carsoEval.Groups.Select(g => new ResultRow("CARSO", g.Name, g.Robust)));
+rows.Add(new ResultRow("CARSO", "worst case over all", carsoEval.WorstCase));
+Console.WriteLine();
+Console.WriteLine($"Fashion-MNIST, {threat}, REDUCED budgets (see above), seed {seed}:");
+Console.Write(ResultTable.Text(rows));
+File.WriteAllText(run.Output("table.md"), ResultTable.Markdown(rows));
+Console.WriteLine($"CARSO diagnostics: {(carsoEval.Diagnostics.AllClear ? "all clear" : string.Join("; ", carsoEval.Diagnostics.Warnings))}; " +
+                  $"accuracy at eps {carsoEval.Diagnostics.LargeEps}: {carsoEval.Diagnostics.LargeEpsAccuracy}");
+Console.WriteLine("full protocol: dotnet run scripts/eval-carso.cs (AutoAttack rand and PGD+EOT at EOT 20, on 1000 points)");
+run.SaveFigure(ResultTable.Figure(rows, $"Quickstart (reduced budgets): classifier vs CARSO, Fashion-MNIST {threat}, n={test.Count}"), "accuracy");
+
+using (var scope = NewDisposeScope())
+using (no_grad())
+{
+    // Clean and classifier-AutoAttack inputs, each followed by 4 purified samples.
+    const int samples = 4;
+    var shown = (int)Math.Min(4, test.Count);
+    var gallery = new List<Tensor>();
+    var labels = new List<string>();
+    foreach (var (images, kind) in new[] { (test.Images, "clean"), (transfer, "AA") })
+    {
+        var x = images.narrow(0, 0, shown).to(run.Device);
+        var c = purifier.Condition(Representation.Capture(classifier, settings.Layers, x).Layers).repeat_interleave(samples, 0);
+        var reconstructions = purifier.Decode(randn(shown * samples, settings.PurifierSize.LatentSize, device: run.Device), c)
+            .view(shown, samples, 1, 28, 28);
+        for (var i = 0; i < shown; i++)
+        {
+            gallery.Add(cat([x[i].unsqueeze(0), reconstructions[i]]).cpu());
+            labels.Add($"{kind}: {test.Classes[(int)test.Labels[i].item<long>()]}");
+        }
+    }
+    run.SaveFigure(ImageGrid.Create(cat(gallery), 1 + samples, labels, "input, then 4 CARSO reconstructions", cellPixels: 60),
+        "reconstructions");
+}
+var peakMiB = ProcessStats.PeakRssMiB();
+Console.WriteLine($"time: {string.Join(", ", times.Select(t => $"{t.Key} {t.Value:F0} s"))}; total {run.Clock.Elapsed.TotalSeconds:F0} s; " +
+                  $"peak memory {peakMiB:F0} MiB");
+
+// ---- record -----------------------------------------------------------------------------------------
+run.Finish(settings, seed, new
+{
+    rows,
+    classifierTraining = classifierResult.History,
+    purifierTraining = purifierResult.History,
+    classifierStages = classifierEval.Stages,
+    carso = new { carsoEval.Clean, carsoEval.Groups, carsoEval.WorstCase, carsoEval.Diagnostics },
+    seconds = times,
+    peakMemoryMiB = peakMiB,
+});
+foreach (var data in new[] { train, validation, test }) data.Dispose();
+
+/// <summary>Settings: edit and re-run (a changed setting needs a fresh output folder or --out).</summary>
+record Settings
+{
+    public SmallCnn.Settings Model { get; init; } = new(Channels1: 32, Channels2: 64, Hidden: 256);
+    public AdversarialTrainingSettings Classifier { get; init; } = new()
+    {
+        Method = TrainingMethod.PgdAt,
+        Threat = Threat.Linf(0.1),
+        AttackSteps = 5,
+        Epochs = 2,
+        BatchSize = 128,
+        Optimizer = new OptimizerSettings(OptimizerKind.Adam, LearningRate: 1e-3, WeightDecay: 0),
+        Schedule = new ScheduleSettings(ScheduleKind.Piecewise, Milestones: [0.75], Factor: 0.1),
+        EvalPgdSteps = 10,
+        EvalPoints = 500,
+    };
+    public string[] Layers { get; init; } = ["conv1", "conv2", "fc1"];
+    public PurifierSettings PurifierSize { get; init; } = new(ConditioningSize: 256, LatentSize: 64);
+    public PurifierTrainingSettings Purifier { get; init; } = new() { Epochs = 2, PgdSteps = 10, PgdStepSize = 0.025, EvalPoints = 200, EvalPgdSteps = 10 };
+    public CarsoSettings Defence { get; init; } = new(Samples: 8, Aggregation: AggregationKind.Peel);
+    public int TrainPoints { get; init; } = 20000;
+    public int ValidationCount { get; init; } = 1000;
+    public int TestPoints { get; init; } = 200;
+    public AutoAttackSettings ClassifierAttacks { get; init; } = new(ApgdIterations: 50, FabIterations: 50, NTargetClasses: 3, SquareQueries: 500);
+    public CarsoProtocolSettings CarsoProtocol { get; init; } = new(ApgdIterations: 20, EotIter: 2, PgdSteps: 40, PgdStepSize: 0.01,
+        LargeEpsIterations: 10);
+    public int BatchSize { get; init; } = 100;
+    public long Seed { get; init; } = 0;
+}
