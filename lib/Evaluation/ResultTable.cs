@@ -50,6 +50,11 @@ public static class ResultTable
         layout["yaxis"]!["range"] = new System.Text.Json.Nodes.JsonArray(0, 100);
         layout["xaxis"]!["tickangle"] = -30;
         layout["margin"]!["b"] = 200;
+        layout["margin"]!["t"] = 90;
+        layout["legend"] = new System.Text.Json.Nodes.JsonObject
+        {
+            ["orientation"] = "h", ["x"] = 1, ["xanchor"] = "right", ["y"] = 1.0, ["yanchor"] = "bottom",
+        };
         return Charts.Figure(traces, layout, width, height);
     }
 }

@@ -35,7 +35,8 @@ public static class Charts
     {
         ["type"] = "bar", ["name"] = name,
         ["x"] = new JsonArray(x.Select(v => (JsonNode?)JsonValue.Create(v)).ToArray()), ["y"] = Array(y),
-        ["text"] = new JsonArray(y.Select(v => (JsonNode?)JsonValue.Create($"{v:F1}")).ToArray()), ["textposition"] = "outside",
+        ["text"] = new JsonArray(y.Select(v => (JsonNode?)JsonValue.Create($"{v:F1}")).ToArray()),
+        ["textposition"] = "inside", ["insidetextanchor"] = "start", // at the bar's foot: clear of the error bar
         ["error_y"] = new JsonObject
         {
             ["type"] = "data", ["symmetric"] = false,
