@@ -31,6 +31,7 @@ Console.WriteLine($"{"total",-16}{counts["train"].Sum(),8}{counts["test"].Sum(),
 
 // ---- figure: the first SamplesPerClass test images of each class, after a seeded shuffle ------
 var test = splits[1].data;
+Gallery samples;
 using (var scope = NewDisposeScope())
 {
     var order = DatasetOps.Permutation(test.Count, seed);
@@ -39,20 +40,21 @@ using (var scope = NewDisposeScope())
         .Select(c => order.index_select(0, nonzero(labels.eq(c)).flatten().narrow(0, 0, settings.SamplesPerClass)))
         .ToArray();
     var grid = test.Images.index_select(0, cat(picks));
-    run.SaveFigure(
-        ImageGrid.Create(grid, settings.SamplesPerClass, classes,
-            $"{settings.Dataset}: {settings.SamplesPerClass} test images per class (seed {seed})"),
-        $"{settings.Dataset}-samples");
+    samples = Gallery.Of(grid, settings.SamplesPerClass, classes,
+        $"{settings.Dataset}: {settings.SamplesPerClass} test images per class (seed {seed})");
 }
+var galleries = new Dictionary<string, Gallery> { [$"{settings.Dataset}-samples"] = samples };
 
 // ---- record --------------------------------------------------------------------------------
-run.Finish(settings, seed, new
+var record = run.Finish(settings, seed, new
 {
     splits = splits.ToDictionary(s => s.split.ToString().ToLowerInvariant(),
         s => new { count = s.data.Count, imageShape = s.data.ImageShape }),
     classes,
     perClass = counts,
+    galleries, // the figure, redrawable from this record (scripts/figures.cs)
 });
+foreach (var (name, figure) in Gallery.FiguresOf(record)) run.SaveFigure(figure, name);
 foreach (var (_, data) in splits) data.Dispose();
 
 /// <summary>Settings: edit and re-run. Folder null = the dataset's default search path.</summary>

@@ -8,6 +8,7 @@
 using Carso.Attacks;
 using Carso.Data;
 using Carso.Evaluation;
+using Carso.Experiments;
 using Carso.Models;
 using Carso.Reporting;
 using Carso.Runtime;
@@ -60,17 +61,8 @@ Console.WriteLine($"  iterations curve (APGD-CE): {string.Join(", ", diagnostics
 var peakMiB = ProcessStats.PeakRssMiB();
 Console.WriteLine($"time: attacks {attackSeconds:F0} s; peak memory {peakMiB:F0} MiB");
 
-// ---- figure: robust accuracy after each attack -----------------------------------------------------
-var names = new[] { "clean" }.Concat(result.Stages.Select(s => "+ " + s.Attack)).ToArray();
-var accuracies = new[] { result.Clean }.Concat(result.Stages.Select(s => s.RobustAfter)).ToArray();
-run.SaveFigure(Charts.Figure(
-    [Charts.LineWithErrors(names, accuracies.Select(a => 100 * a.Value).ToArray(), accuracies.Select(a => 100 * a.Lower).ToArray(),
-        accuracies.Select(a => 100 * a.Upper).ToArray(), "accuracy (95% Wilson interval)", "#d62728")],
-    Charts.Layout($"AutoAttack standard on SmallCnn (Fashion-MNIST PGD-AT), {threat}, n={test.Count}", "after attack", "accuracy (%)"),
-    width: 800, height: 480), "robust-accuracy-by-attack");
-
 // ---- record --------------------------------------------------------------------------------------
-run.Finish(settings, seed, new
+var record = run.Finish(settings, seed, new
 {
     clean = result.Clean,
     robust = result.Robust,
@@ -84,6 +76,7 @@ run.Finish(settings, seed, new
     diagnostics,
     points = result.Points,
 });
+foreach (var (name, figure) in EvalAutoAttackReport.Figures(record)) run.SaveFigure(figure, name);
 
 /// <summary>Settings: edit and re-run (a changed setting needs a fresh output folder: the state file is checked).</summary>
 record Settings

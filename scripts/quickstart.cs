@@ -10,6 +10,7 @@ using Carso.Attacks;
 using Carso.Data;
 using Carso.Defence;
 using Carso.Evaluation;
+using Carso.Experiments;
 using Carso.Models;
 using Carso.Reporting;
 using Carso.Runtime;
@@ -103,37 +104,37 @@ File.WriteAllText(run.Output("table.md"), ResultTable.Markdown(rows));
 Console.WriteLine($"CARSO diagnostics: {(carsoEval.Diagnostics.AllClear ? "all clear" : string.Join("; ", carsoEval.Diagnostics.Warnings))}; " +
                   $"accuracy at eps {carsoEval.Diagnostics.LargeEps}: {carsoEval.Diagnostics.LargeEpsAccuracy}");
 Console.WriteLine("full protocol: dotnet run scripts/eval-carso.cs (AutoAttack rand and PGD+EOT at EOT 20, on 1000 points)");
-run.SaveFigure(ResultTable.Figure(rows, $"Quickstart (reduced budgets): classifier vs CARSO, Fashion-MNIST {threat}, n={test.Count}"), "accuracy");
 
+Gallery reconstructions;
 using (var scope = NewDisposeScope())
 using (no_grad())
 {
-    // Clean and classifier-AutoAttack inputs, each followed by 4 purified samples.
+    // Clean and classifier-AutoAttack inputs, each followed by 4 purified samples (seeded).
     const int samples = 4;
     var shown = (int)Math.Min(4, test.Count);
     var gallery = new List<Tensor>();
     var labels = new List<string>();
+    using var generator = new Generator((ulong)seed, run.Device);
     foreach (var (images, kind) in new[] { (test.Images, "clean"), (transfer, "AA") })
     {
         var x = images.narrow(0, 0, shown).to(run.Device);
         var c = purifier.Condition(Representation.Capture(classifier, settings.Layers, x).Layers).repeat_interleave(samples, 0);
-        var reconstructions = purifier.Decode(randn(shown * samples, settings.PurifierSize.LatentSize, device: run.Device), c)
+        var decoded = purifier.Decode(randn(shown * samples, settings.PurifierSize.LatentSize, device: run.Device, generator: generator), c)
             .view(shown, samples, 1, 28, 28);
         for (var i = 0; i < shown; i++)
         {
-            gallery.Add(cat([x[i].unsqueeze(0), reconstructions[i]]).cpu());
+            gallery.Add(cat([x[i].unsqueeze(0), decoded[i]]).cpu());
             labels.Add($"{kind}: {test.Classes[(int)test.Labels[i].item<long>()]}");
         }
     }
-    run.SaveFigure(ImageGrid.Create(cat(gallery), 1 + samples, labels, "input, then 4 CARSO reconstructions", cellPixels: 60),
-        "reconstructions");
+    reconstructions = Gallery.Of(cat(gallery), 1 + samples, labels, "input, then 4 CARSO reconstructions", cellPixels: 60);
 }
 var peakMiB = ProcessStats.PeakRssMiB();
 Console.WriteLine($"time: {string.Join(", ", times.Select(t => $"{t.Key} {t.Value:F0} s"))}; total {run.Clock.Elapsed.TotalSeconds:F0} s; " +
                   $"peak memory {peakMiB:F0} MiB");
 
 // ---- record -----------------------------------------------------------------------------------------
-run.Finish(settings, seed, new
+var record = run.Finish(settings, seed, new
 {
     rows,
     classifierTraining = classifierResult.History,
@@ -142,7 +143,9 @@ run.Finish(settings, seed, new
     carso = new { carsoEval.Clean, carsoEval.Groups, carsoEval.WorstCase, carsoEval.Diagnostics },
     seconds = times,
     peakMemoryMiB = peakMiB,
+    galleries = new Dictionary<string, Gallery> { ["reconstructions"] = reconstructions },
 });
+foreach (var (name, figure) in QuickstartReport.Figures(record).Concat(Gallery.FiguresOf(record))) run.SaveFigure(figure, name);
 foreach (var data in new[] { train, validation, test }) data.Dispose();
 
 /// <summary>Settings: edit and re-run (a changed setting needs a fresh output folder or --out).</summary>
@@ -154,16 +157,16 @@ record Settings
         Method = TrainingMethod.PgdAt,
         Threat = Threat.Linf(0.1),
         AttackSteps = 5,
-        Epochs = 2,
+        Epochs = 3,
         BatchSize = 128,
         Optimizer = new OptimizerSettings(OptimizerKind.Adam, LearningRate: 1e-3, WeightDecay: 0),
-        Schedule = new ScheduleSettings(ScheduleKind.Piecewise, Milestones: [0.75], Factor: 0.1),
+        Schedule = new ScheduleSettings(ScheduleKind.Piecewise, Milestones: [0.67], Factor: 0.1),
         EvalPgdSteps = 10,
         EvalPoints = 500,
     };
     public string[] Layers { get; init; } = ["conv1", "conv2", "fc1"];
     public PurifierSettings PurifierSize { get; init; } = new(ConditioningSize: 256, LatentSize: 64);
-    public PurifierTrainingSettings Purifier { get; init; } = new() { Epochs = 2, PgdSteps = 10, PgdStepSize = 0.025, EvalPoints = 200, EvalPgdSteps = 10 };
+    public PurifierTrainingSettings Purifier { get; init; } = new() { Epochs = 4, PgdSteps = 10, PgdStepSize = 0.025, EvalPoints = 200, EvalPgdSteps = 10 };
     public CarsoSettings Defence { get; init; } = new(Samples: 8, Aggregation: AggregationKind.Peel);
     public int TrainPoints { get; init; } = 20000;
     public int ValidationCount { get; init; } = 1000;

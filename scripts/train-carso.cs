@@ -9,6 +9,7 @@ using Carso.Attacks;
 using Carso.Data;
 using Carso.Defence;
 using Carso.Evaluation;
+using Carso.Experiments;
 using Carso.Models;
 using Carso.Reporting;
 using Carso.Runtime;
@@ -73,14 +74,8 @@ Console.WriteLine("(transfer from the classifier only: the end-to-end and adapti
 var peakMiB = ProcessStats.PeakRssMiB();
 Console.WriteLine($"training time {trainingSeconds:F0} s, peak memory {peakMiB:F0} MiB");
 
-// ---- figures: loss curves and a reconstruction gallery ---------------------------------------------
-var epochs = result.History.Select(h => (double)h.Epoch).ToArray();
-run.SaveFigure(Charts.Figure(
-[
-    Charts.Line(epochs, result.History.Select(h => h.Bce).ToArray(), "BCE per image", "#1f77b4"),
-    Charts.Line(epochs, result.History.Select(h => h.Kl).ToArray(), "KL per image", "#d62728", yAxis: "y2"),
-], Charts.Layout("CARSO purifier training (Fashion-MNIST)", "epoch", "BCE (sum over pixels)", "KL")), "loss-curves");
-
+// ---- gallery: inputs and purified samples (stored in the record; figures are drawn from it) ----------
+Gallery reconstructions;
 using (var scope = NewDisposeScope())
 using (no_grad())
 {
@@ -90,26 +85,26 @@ using (no_grad())
     var y = test.Labels.narrow(0, 0, shown);
     var rows = new List<Tensor>();
     var labels = new List<string>();
+    using var generator = new Generator((ulong)seed, run.Device);
     foreach (var (input, kind) in new[] { (x, "clean"), (xAdv, "PGD") })
     {
         // N purified samples per input, as CARSO draws them: z ~ N(0, I), decoded with the input's conditioning.
         var condition = purifier.Condition(Representation.Capture(classifier, settings.Layers, input).Layers)
             .repeat_interleave(samples, 0);
-        var reconstructions = purifier.Decode(randn(shown * samples, settings.Purifier.LatentSize, device: run.Device), condition)
+        var decoded = purifier.Decode(randn(shown * samples, settings.Purifier.LatentSize, device: run.Device, generator: generator), condition)
             .view(shown, samples, 1, 28, 28);
         for (var i = 0; i < shown; i++)
         {
-            var predicted = classifier.call(cat([input[i].unsqueeze(0), reconstructions[i]])).argmax(1).cpu().data<long>().ToArray();
-            rows.Add(cat([input[i].unsqueeze(0), reconstructions[i]]).cpu());
+            var predicted = classifier.call(cat([input[i].unsqueeze(0), decoded[i]])).argmax(1).cpu().data<long>().ToArray();
+            rows.Add(cat([input[i].unsqueeze(0), decoded[i]]).cpu());
             labels.Add($"{kind} {test.Classes[(int)y[i].item<long>()]}: {string.Join(" ", predicted.Select(p => test.Classes[(int)p].Split('/')[0]))}");
         }
     }
-    run.SaveFigure(ImageGrid.Create(cat(rows), 1 + samples, labels,
-        "input, then 4 purified samples (label: true class: predictions)", cellPixels: 60), "reconstructions");
+    reconstructions = Gallery.Of(cat(rows), 1 + samples, labels, "input, then 4 purified samples (label: true class: predictions)", cellPixels: 60);
 }
 
 // ---- record --------------------------------------------------------------------------------------
-run.Finish(settings, seed, new
+var record = run.Finish(settings, seed, new
 {
     classifierClean, defendedClean, classifierPgd, defendedPgd,
     cleanAccuracyToll = classifierClean.Value - defendedClean.Value,
@@ -119,7 +114,9 @@ run.Finish(settings, seed, new
     resumed = result.Resumed,
     epochs = result.History,
     purifier = Path.GetFileName(purifierPath),
+    galleries = new Dictionary<string, Gallery> { ["reconstructions"] = reconstructions },
 });
+foreach (var (name, figure) in TrainCarsoReport.Figures(record).Concat(Gallery.FiguresOf(record))) run.SaveFigure(figure, name);
 foreach (var data in new[] { train, validation, test }) data.Dispose();
 
 /// <summary>Settings: edit and re-run (a changed setting needs a fresh output folder or --out).</summary>

@@ -7,6 +7,7 @@
 using Carso.Attacks;
 using Carso.Data;
 using Carso.Evaluation;
+using Carso.Experiments;
 using Carso.Models;
 using Carso.Reporting;
 using Carso.Runtime;
@@ -70,22 +71,8 @@ using (no_grad())
 }
 Console.WriteLine($"weights: {weightsPath} (re-imported strictly: same logits)");
 
-// ---- figure: the training curve -----------------------------------------------------------------
-var epochs = result.History.Select(h => (double)h.Epoch).ToArray();
-double[] Pct(Func<EpochMetrics, double> f) => result.History.Select(h => 100 * f(h)).ToArray();
-run.SaveFigure(Charts.Figure(
-[
-    Charts.Band(epochs, Pct(h => h.ValidationClean.Lower), Pct(h => h.ValidationClean.Upper), "clean 95%", "rgba(31,119,180,0.15)"),
-    Charts.Band(epochs, Pct(h => h.ValidationPgd.Lower), Pct(h => h.ValidationPgd.Upper), "PGD 95%", "rgba(214,39,40,0.15)"),
-    Charts.Line(epochs, Pct(h => h.ValidationClean.Value), "held-out clean accuracy", "#1f77b4"),
-    Charts.Line(epochs, Pct(h => h.ValidationPgd.Value), $"held-out PGD-{settings.Training.EvalPgdSteps} accuracy", "#d62728"),
-    Charts.Line(epochs, Pct(h => h.TrainAccuracy), "training accuracy (adversarial)", "#7f7f7f", "dot"),
-    Charts.Line(epochs, result.History.Select(h => h.TrainLoss).ToArray(), "training loss", "#2ca02c", "dash", "y2"),
-], Charts.Layout($"SmallCnn on Fashion-MNIST, {settings.Training.Method} {settings.Training.Threat}", "epoch", "accuracy (%)", "loss")),
-    "training-curve");
-
 // ---- record -------------------------------------------------------------------------------------
-run.Finish(settings, seed, new
+var record = run.Finish(settings, seed, new
 {
     testClean = clean,
     testPgd = robust,
@@ -99,6 +86,7 @@ run.Finish(settings, seed, new
     validationPoints = validation.Count,
     testPoints = test.Count,
 });
+foreach (var (name, figure) in TrainClassifierReport.Figures(record)) run.SaveFigure(figure, name);
 foreach (var data in new[] { train, validation, test }) data.Dispose();
 
 /// <summary>Settings: edit and re-run (a changed setting needs a fresh output folder or --out).</summary>

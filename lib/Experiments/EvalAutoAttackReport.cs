@@ -1,0 +1,27 @@
+using System.Text.Json;
+using Carso.Evaluation;
+using Carso.Reporting;
+
+namespace Carso.Experiments;
+
+/// <summary>The figure of scripts/eval-autoattack.cs (accuracy after each attack), built only from its run record.</summary>
+public static class EvalAutoAttackReport
+{
+    public static IReadOnlyList<(string Name, Figure Figure)> Figures(RunRecord record)
+    {
+        var metrics = record.Metrics ?? throw new InvalidDataException($"{record.Script} run record has no metrics");
+        var clean = metrics["clean"].Deserialize<Accuracy>(RunRecord.Json)!;
+        var stages = metrics["stages"].Deserialize<List<AttackStage>>(RunRecord.Json)!;
+        var names = new[] { "clean" }.Concat(stages.Select(s => "+ " + s.Attack)).ToArray();
+        var accuracies = new[] { clean }.Concat(stages.Select(s => s.RobustAfter)).ToArray();
+        var eps = record.Settings?["eps"]?.GetValue<double>();
+        return
+        [
+            ("robust-accuracy-by-attack", Charts.Figure(
+                [Charts.LineWithErrors(names, accuracies.Select(a => 100 * a.Value).ToArray(), accuracies.Select(a => 100 * a.Lower).ToArray(),
+                    accuracies.Select(a => 100 * a.Upper).ToArray(), "accuracy (95% Wilson interval)", "#d62728")],
+                Charts.Layout($"AutoAttack standard on SmallCnn (Fashion-MNIST PGD-AT), Linf eps={eps}, n={clean.N}", "after attack", "accuracy (%)"),
+                width: 800, height: 480)),
+        ];
+    }
+}

@@ -1,0 +1,65 @@
+#!/usr/bin/env -S dotnet run
+#:project ../lib/Carso.csproj
+// Regenerates every figure and the README results table from the run records under results/ (results/*/run.json),
+// without training or attacking anything: each script's figures are drawn by the same function the script uses
+// (lib/Experiments), from the metrics its record holds.
+//   dotnet run scripts/figures.cs            -> figures over results/<script>/, the table in README.md
+//   dotnet run scripts/figures.cs --smoke    -> reads results/, writes everything to a temporary folder
+using Carso.Evaluation;
+using Carso.Experiments;
+using Carso.Reporting;
+using Carso.Runtime;
+
+// ---- settings -------------------------------------------------------------------------------
+var run = ScriptRun.Start("figures", args);
+var settings = new Settings();
+var root = Paths.RepoRoot() ?? throw new InvalidOperationException("figures.cs must run inside the repository (no Carso.slnx found)");
+var resultsRoot = Path.Combine(root, settings.Results);
+// Smoke mode (and --out) never write over results/ or README.md: everything goes under the run's output folder.
+var inPlace = !run.Smoke && run.OutputDir == Path.GetFullPath(Path.Combine(resultsRoot, "figures"));
+string FigureFolder(string script) => inPlace ? Path.Combine(resultsRoot, script) : Path.Combine(run.OutputDir, script);
+
+// ---- records --------------------------------------------------------------------------------
+var records = new Dictionary<string, RunRecord>();
+foreach (var file in Directory.GetFiles(resultsRoot, "run.json", SearchOption.AllDirectories).Order())
+{
+    var folder = Path.GetFileName(Path.GetDirectoryName(file))!;
+    if (folder == "figures" || file.Contains($"{Path.DirectorySeparatorChar}checkpoint{Path.DirectorySeparatorChar}")) continue;
+    var record = RunRecord.Load(file);
+    if (record.Smoke) { Console.WriteLine($"skipped {file}: a smoke run"); continue; }
+    records[folder] = record;
+}
+Console.WriteLine($"run records: {string.Join(", ", records.Keys)}");
+
+// ---- figures ----------------------------------------------------------------------------------
+var drawn = new List<string>();
+foreach (var (folder, record) in records)
+{
+    if (!Reports.ByScript.TryGetValue(record.Script, out var figures))
+    {
+        Console.WriteLine($"no report for script '{record.Script}' ({folder}/run.json): nothing to draw");
+        continue;
+    }
+    var outFolder = FigureFolder(folder);
+    Directory.CreateDirectory(outFolder);
+    foreach (var (name, figure) in figures(record))
+    {
+        var (html, png, skipped) = Figures.Save(figure, Path.Combine(outFolder, name + ".html"), Path.GetDirectoryName(outFolder)!);
+        Console.WriteLine($"figure: {html}{(png is null ? $" ({skipped})" : " (+ .png)")}");
+        drawn.Add(Path.GetRelativePath(inPlace ? resultsRoot : run.OutputDir, html));
+    }
+}
+
+// ---- README results table -----------------------------------------------------------------------
+var rows = ReadmeResults.Rows(records);
+var readmePath = Path.Combine(root, "README.md");
+var readme = ReadmeResults.Rewrite(File.ReadAllText(readmePath), rows);
+var readmeOut = inPlace ? readmePath : run.Output("README.md");
+AtomicFile.WriteAllText(readmeOut, readme);
+Console.WriteLine($"results table ({rows.Count} rows): {readmeOut}");
+Console.Write(ResultTable.Text(rows));
+
+run.Finish(settings, 0, new { records = records.Keys, figures = drawn, tableRows = rows.Count });
+
+/// <summary>Settings: Results is the folder of run records, relative to the repository root.</summary>
+record Settings(string Results = "results");
