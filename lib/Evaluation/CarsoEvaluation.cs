@@ -15,6 +15,7 @@ namespace Carso.Evaluation;
 /// <param name="PgdStepSize">Step size of PGD+EOT (reference: 0.007).</param>
 /// <param name="Surrogate">Adaptive attack (a): the same attacks through this aggregation (non-saturating: mean
 /// logits), judged by the defence's own; null skips them.</param>
+/// <param name="SurrogatePgdEot">Whether the surrogate family also runs PGD+EOT (after AutoAttack rand).</param>
 /// <param name="RepresentationPath">Adaptive attack: APGD-CE and APGD-DLR through the deterministic defence (z = 0:
 /// no sampling noise, so no EOT needed and the gradient of the representation path is exact), judged by the
 /// sampled defence.</param>
@@ -28,6 +29,7 @@ public sealed record CarsoProtocolSettings(
     int PgdSteps = 200,
     double PgdStepSize = 0.007,
     AggregationKind? Surrogate = AggregationKind.Logit,
+    bool SurrogatePgdEot = true,
     bool RepresentationPath = true,
     int SquareQueries = 0,
     double LargeEps = 0.5,
@@ -35,7 +37,7 @@ public sealed record CarsoProtocolSettings(
 {
     public override string ToString() =>
         $"AutoAttack rand (APGD-CE, APGD-DLR: {ApgdIterations} iterations, EOT {EotIter}); PGD+EOT ({PgdSteps} steps of {PgdStepSize}, EOT {EotIter})" +
-        (Surrogate is { } s ? $"; the same through the {s.ToString().ToLowerInvariant()} surrogate aggregation" : "") +
+        (Surrogate is { } s ? $"; {(SurrogatePgdEot ? "the same" : "AutoAttack rand")} through the {s.ToString().ToLowerInvariant()} surrogate aggregation" : "") +
         (RepresentationPath ? $"; APGD-CE/DLR through the deterministic (z = 0) defence ({ApgdIterations} iterations)" : "") +
         (SquareQueries > 0 ? $"; Square {SquareQueries} queries" : "");
 
@@ -116,9 +118,10 @@ public static class CarsoEvaluation
         {
             var surrogate = carso.With(carso.Settings with { Aggregation = kind, Differentiable = true }).AsModel();
             var label = kind.ToString().ToLowerInvariant();
+            var attacks = settings.SurrogatePgdEot ? AutoAttack.Rand(threat, aa, monitor).Append(pgd) : AutoAttack.Rand(threat, aa, monitor);
             families.Add(($"surrogate-{label}",
-                $"AutoAttack rand and PGD+EOT through the {label} aggregation, judged by {carso.Settings.Aggregation.ToString().ToLowerInvariant()}",
-                Aimed(surrogate, AutoAttack.Rand(threat, aa, monitor).Append(pgd))));
+                $"AutoAttack rand{(settings.SurrogatePgdEot ? " and PGD+EOT" : "")} through the {label} aggregation, judged by {carso.Settings.Aggregation.ToString().ToLowerInvariant()}",
+                Aimed(surrogate, attacks)));
         }
         if (settings.RepresentationPath)
         {
