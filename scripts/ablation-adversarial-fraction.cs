@@ -88,7 +88,7 @@ foreach (var fraction in settings.Fractions)
     var endToEnd = carso.With(carso.Settings with { Differentiable = true }).AsModel();
     var robust = Ablation.Evaluate(judge, attacked, threat, transfer,
         [new AttackFamily("apgd-ce-eot", $"APGD-CE ({settings.ApgdIterations} iterations, EOT {settings.EotIter}) end to end",
-            CarsoEvaluation.Through(endToEnd, Ablation.ApgdCeEot(threat, settings.ApgdIterations, settings.EotIter)))],
+            m => CarsoEvaluation.Through(endToEnd, Ablation.ApgdCeEot(threat, settings.ApgdIterations, settings.EotIter, m)))],
         seed, settings.BatchSize, run.Device, Console.WriteLine);
     variants.Add(new VariantResult(name, $"purifier trained with {100 * fraction:F0}% adversarial inputs", cleanAccuracy, robust));
     Console.WriteLine($"{name}: clean {cleanAccuracy}, robust (worst case) {robust.WorstCase} (training {seconds:F0} s)");

@@ -1,7 +1,7 @@
 #!/usr/bin/env -S dotnet run
 #:project ../lib/Carso.csproj
 // Ablation: how CARSO aggregates its N = 8 classified reconstructions (logit, prob, count, peel), with the committed
-// Fashion-MNIST classifier and purifier: clean accuracy on 1000 test points, robust accuracy on the first 100.
+// Fashion-MNIST classifier and purifier: clean accuracy on 1000 test points, robust accuracy on the first 200.
 // Robust = per-point worst case of: transfer of the classifier's committed AutoAttack examples (eps 0.1); APGD-CE+EOT
 // through the logit surrogate (non-saturating mean logits); and, where the aggregation is differentiable, APGD-CE+EOT
 // end to end through itself. count (argmax votes) has no gradient anywhere, so it is attacked through the surrogate
@@ -9,7 +9,7 @@
 // own aggregation (sampled, no gradient).
 // REDUCED budgets relative to the full protocol (scripts/eval-carso.cs: AutoAttack rand + PGD+EOT, APGD 100
 // iterations, EOT 20, PGD 200 steps, representation path, 1000 points): here APGD-CE only, 10 iterations (10x
-// fewer), EOT 2 (10x fewer), 100 points (10x fewer). Robust numbers are upper bounds. Figures come from the run record
+// fewer), EOT 2 (10x fewer), 200 points (5x fewer). Robust numbers are upper bounds. Figures come from the run record
 // only (lib/Experiments/VariantAblationReport.cs).
 //   dotnet run scripts/ablation-aggregation.cs            -> results/ablation-aggregation/
 //   dotnet run scripts/ablation-aggregation.cs --smoke    -> a temporary folder, seconds
@@ -51,7 +51,7 @@ foreach (var p in classifier.parameters()) p.requires_grad_(false);
 var (purifier, _) = PurifierCheckpoint.Load(Path.Combine(root, settings.Purifier), classifier, settings.Layers);
 var baseDefence = new CarsoModel(classifier, purifier, settings.Layers, new CarsoSettings(settings.Samples));
 var surrogate = baseDefence.With(new CarsoSettings(settings.Samples, AggregationKind.Logit, Differentiable: true)).AsModel();
-var apgd = Ablation.ApgdCeEot(threat, settings.ApgdIterations, settings.EotIter);
+NamedAttack Apgd(AttackMonitor monitor) => Ablation.ApgdCeEot(threat, settings.ApgdIterations, settings.EotIter, monitor);
 
 // ---- every aggregation ----------------------------------------------------------------------------
 var variants = new List<VariantResult>();
@@ -65,12 +65,12 @@ foreach (var kind in aggregations)
     Console.WriteLine($"clean {cleanAccuracy}");
     var families = new List<AttackFamily>
     {
-        new("via-logit", $"APGD-CE+EOT through the logit surrogate, judged by {name}", CarsoEvaluation.Through(surrogate, apgd)),
+        new("via-logit", $"APGD-CE+EOT through the logit surrogate, judged by {name}", m => CarsoEvaluation.Through(surrogate, Apgd(m))),
     };
     // count: piecewise constant (its gradient is zero or absent), so no end-to-end attack; logit: the surrogate is itself.
     if (kind is not AggregationKind.Count and not AggregationKind.Logit)
         families.Add(new("end-to-end", $"APGD-CE+EOT end to end through {name}",
-            CarsoEvaluation.Through(carso.With(carso.Settings with { Differentiable = true }).AsModel(), apgd)));
+            m => CarsoEvaluation.Through(carso.With(carso.Settings with { Differentiable = true }).AsModel(), Apgd(m))));
     var robust = Ablation.Evaluate(judge, attacked, threat, transfer, families, seed, settings.BatchSize, run.Device, Console.WriteLine);
     var description = kind switch
     {
@@ -85,7 +85,7 @@ foreach (var kind in aggregations)
 // ---- record, table, figures -----------------------------------------------------------------------
 var metrics = new VariantAblationMetrics((int)clean.Count, (int)attacked.Count, attackDescription,
     "full protocol (scripts/eval-carso.cs): AutoAttack rand + PGD+EOT (APGD 100 iterations, EOT 20, PGD 200 steps), surrogate and " +
-    "representation path, 1000 points; here APGD-CE only, 10x fewer iterations, EOT 10x fewer, 100 points",
+    "representation path, 1000 points; here APGD-CE only, 10x fewer iterations, EOT 10x fewer, 200 points",
     variants,
     ["count has no useful gradient (argmax votes): its robust accuracy comes from the logit surrogate and transfer only.",
      "worst case = per point over transfer, via-logit and (prob, peel) end-to-end."]);
@@ -110,8 +110,8 @@ record Settings
     public int Samples { get; init; } = 8;
     public double Eps { get; init; } = 0.1;
     public int CleanPoints { get; init; } = 1000;
-    /// <summary>The first RobustPoints test images are attacked. REDUCED (full: 1000).</summary>
-    public int RobustPoints { get; init; } = 100;
+    /// <summary>The first RobustPoints test images are attacked. REDUCED (full: 1000: 5x fewer).</summary>
+    public int RobustPoints { get; init; } = 200;
     /// <summary>REDUCED (full: 100 iterations, EOT 20).</summary>
     public int ApgdIterations { get; init; } = 10;
     public int EotIter { get; init; } = 2;

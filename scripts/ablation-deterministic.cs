@@ -64,11 +64,11 @@ foreach (var (name, carso) in new[] { ("sampled", sampled), ("deterministic", de
     var families = new List<AttackFamily>
     {
         new("end-to-end", $"APGD-CE end to end (EOT {(isSampled ? settings.EotIter : 1)})",
-            CarsoEvaluation.Through(Differentiable(carso), Ablation.ApgdCeEot(threat, settings.ApgdIterations, isSampled ? settings.EotIter : 1))),
+            m => CarsoEvaluation.Through(Differentiable(carso), Ablation.ApgdCeEot(threat, settings.ApgdIterations, isSampled ? settings.EotIter : 1, m))),
     };
     if (isSampled)
         families.Add(new("via-z0", "APGD-CE through the deterministic defence (z = 0): exact gradient of the representation path",
-            CarsoEvaluation.Through(Differentiable(deterministic), Ablation.ApgdCeEot(threat, settings.ApgdIterations, 1))));
+            m => CarsoEvaluation.Through(Differentiable(deterministic), Ablation.ApgdCeEot(threat, settings.ApgdIterations, 1, m))));
     var robust = Ablation.Evaluate(judge, attacked, threat, transfer, families, seed, settings.BatchSize, run.Device, Console.WriteLine);
     variants.Add(new VariantResult(name, isSampled ? $"z ~ N(0, I), N = {settings.Samples}, {carso.Settings.Aggregation}" : "z = 0 (N = 1: all samples equal)",
         cleanAccuracy, robust));

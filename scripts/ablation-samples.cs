@@ -2,12 +2,12 @@
 #:project ../lib/Carso.csproj
 // Ablation: CARSO's ensemble size N (reconstructions sampled, classified and aggregated per input) in {1, 2, 4, 8, 16},
 // with the committed Fashion-MNIST classifier and purifier (peel aggregation): clean accuracy on 1000 test points,
-// robust accuracy on the first 100 (the same points for every N) and inference speed (images/s, no_grad, median).
+// robust accuracy on the first 200 (the same points for every N) and inference speed (images/s, no_grad, median).
 // Robust = per-point worst case of: transfer of the classifier's committed AutoAttack examples (eps 0.1), and
 // APGD-CE with EOT end to end through the defence with that N.
 // REDUCED budgets relative to the full protocol (scripts/eval-carso.cs: AutoAttack rand + PGD+EOT, APGD 100
 // iterations, EOT 20, PGD 200 steps, surrogate and representation-path attacks, 1000 points): here APGD-CE only,
-// 10 iterations (10x fewer), EOT 2 (10x fewer), no PGD+EOT / DLR / surrogate / representation path, 100 points (10x
+// 10 iterations (10x fewer), EOT 2 (10x fewer), no PGD+EOT / DLR / surrogate / representation path, 200 points (5x
 // fewer). Robust numbers are therefore upper bounds. Figures come from the run record only
 // (lib/Experiments/AblationSamplesReport.cs).
 //   dotnet run scripts/ablation-samples.cs            -> results/ablation-samples/
@@ -64,7 +64,7 @@ foreach (var samples in settings.Samples)
     var endToEnd = carso.With(carso.Settings with { Differentiable = true }).AsModel();
     var robust = Ablation.Evaluate(judge, attacked, threat, transfer,
         [new AttackFamily("apgd-ce-eot", $"APGD-CE ({settings.ApgdIterations} iterations, EOT {settings.EotIter}) end to end, N = {samples}",
-            CarsoEvaluation.Through(endToEnd, Ablation.ApgdCeEot(threat, settings.ApgdIterations, settings.EotIter)))],
+            m => CarsoEvaluation.Through(endToEnd, Ablation.ApgdCeEot(threat, settings.ApgdIterations, settings.EotIter, m)))],
         seed, settings.BatchSize, run.Device, Console.WriteLine);
     var seconds = Timing(judge, clean.Images, settings.TimingPoints, settings.TimingRepeats, settings.BatchSize, run.Device);
     var median = seconds.Order().ElementAt(seconds.Length / 2);
@@ -78,7 +78,7 @@ var loadEnd = File.Exists("/proc/loadavg") ? File.ReadAllText("/proc/loadavg").T
 var metrics = new AblationSamplesMetrics((int)clean.Count, (int)attacked.Count, (int)Math.Min(settings.TimingPoints, clean.Count),
     settings.TimingRepeats, attackDescription,
     "full protocol (scripts/eval-carso.cs): AutoAttack rand + PGD+EOT (APGD 100 iterations, EOT 20, PGD 200 steps), surrogate and " +
-    "representation path, 1000 points; here APGD-CE only, 10x fewer iterations, EOT 10x fewer, 100 points",
+    "representation path, 1000 points; here APGD-CE only, 10x fewer iterations, EOT 10x fewer, 200 points",
     loadStart, loadEnd, points);
 var record = run.Finish(settings, seed, metrics);
 var rows = AblationSamplesReport.Rows(record);
@@ -120,8 +120,8 @@ record Settings
     public AggregationKind Aggregation { get; init; } = AggregationKind.Peel;
     public double Eps { get; init; } = 0.1;
     public int CleanPoints { get; init; } = 1000;
-    /// <summary>The first RobustPoints test images are attacked (the same for every N). REDUCED (full: 1000).</summary>
-    public int RobustPoints { get; init; } = 100;
+    /// <summary>The first RobustPoints test images are attacked (the same for every N). REDUCED (full: 1000: 5x fewer).</summary>
+    public int RobustPoints { get; init; } = 200;
     /// <summary>REDUCED (full: 100 iterations, EOT 20).</summary>
     public int ApgdIterations { get; init; } = 10;
     public int EotIter { get; init; } = 2;

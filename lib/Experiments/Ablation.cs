@@ -19,9 +19,10 @@ public sealed record Robustness(Accuracy Clean, IReadOnlyList<FamilyAccuracy> Fa
 /// clean points, and robustness on the (fewer) attacked points.</summary>
 public sealed record VariantResult(string Name, string Description, Accuracy Clean, Robustness Robust);
 
-/// <summary>An attack family to run: every point attacked by Attack (aimed at whatever surrogate it wraps), judged by
-/// the model under evaluation.</summary>
-public sealed record AttackFamily(string Name, string Description, NamedAttack Attack);
+/// <summary>An attack family to run: every point attacked by the attack Attack makes (aimed at whatever surrogate it
+/// wraps), judged by the model under evaluation. Attack takes the family's monitor, which counts zero and non-finite
+/// gradients (a zero gradient everywhere means the attack saw nothing, not that the model is robust).</summary>
+public sealed record AttackFamily(string Name, string Description, Func<AttackMonitor, NamedAttack> Attack);
 
 /// <summary>
 /// The small evaluation the ablations share: a reduced version of the CARSO protocol (CarsoEvaluation) where the
@@ -62,7 +63,7 @@ public static class Ablation
             var familySeed = unchecked(seed * 7919 + f + 2);
             manual_seed(familySeed);
             var monitor = new AttackMonitor();
-            var result = RobustEvaluation.Run(judge, data, threat, [family.Attack], batchSize, familySeed, monitor: monitor, device: device);
+            var result = RobustEvaluation.Run(judge, data, threat, [family.Attack(monitor)], batchSize, familySeed, monitor: monitor, device: device);
             var survived = result.Points.Select((p, i) => clean[i] && p.CleanCorrect && p.BrokenBy is null).ToArray();
             for (var i = 0; i < n; i++) robust[i] &= survived[i];
             results.Add(new FamilyAccuracy(family.Name, family.Description, Accuracy.Of(survived.Count(s => s), n),
@@ -81,8 +82,8 @@ public static class Ablation
     }
 
     /// <summary>APGD-CE with EOT (eotIter gradient samples per step), the reduced end-to-end attack of the ablations.</summary>
-    public static NamedAttack ApgdCeEot(Threat threat, int iterations, int eotIter) =>
-        AutoAttack.ApgdCe(threat, new AutoAttackSettings(ApgdIterations: iterations, EotIter: eotIter), eotIter: eotIter);
+    public static NamedAttack ApgdCeEot(Threat threat, int iterations, int eotIter, AttackMonitor? monitor = null) =>
+        AutoAttack.ApgdCe(threat, new AutoAttackSettings(ApgdIterations: iterations, EotIter: eotIter), monitor, eotIter: eotIter);
 
     /// <summary>Rows for a results table: per variant, clean, each family and the worst case.</summary>
     public static IReadOnlyList<ResultRow> Rows(IEnumerable<VariantResult> variants) =>
