@@ -6,8 +6,8 @@
 // each: clean accuracy on the first 500 test points, robust accuracy on the first 100.
 // Robust = per-point worst case of: transfer of the classifier's committed AutoAttack examples (eps 0.1), and APGD-CE
 // with EOT end to end through CARSO.
-// REDUCED budgets: purifier training 1 epoch on 4,096 images (32 steps of 128; the reference, scripts/train-carso.cs,
-// trains 3 epochs on 30,000: about 22x fewer steps) with PGD-10 training examples (reference PGD-40), held-out checks on
+// REDUCED budgets: purifier training 1 epoch on 16,384 images (128 steps of 128; the reference, scripts/train-carso.cs,
+// trains 3 epochs on 30,000: about 5.5x fewer steps) with PGD-10 training examples (reference PGD-40), held-out checks on
 // 100 points; attacks relative to the full protocol (scripts/eval-carso.cs: AutoAttack rand + PGD+EOT, APGD 100
 // iterations, EOT 20, 1000 points): APGD-CE only, 10 iterations (10x fewer), EOT 2 (10x fewer), 100 points (10x
 // fewer). These purifiers are much weaker than the committed one; compare the fractions with each other only. The
@@ -122,7 +122,7 @@ record Settings
     /// <summary>REDUCED (reference: 3 epochs on 30,000 images, PGD-40): 1 epoch on TrainPoints, PGD-10 of step 0.025.</summary>
     public PurifierTrainingSettings Training { get; init; } = new()
         { Epochs = 1, PgdSteps = 10, PgdStepSize = 0.025, EvalPoints = 100, EvalPgdSteps = 10 };
-    public int TrainPoints { get; init; } = 4096;
+    public int TrainPoints { get; init; } = 16384;
     public int ValidationCount { get; init; } = 5000;
     public CarsoSettings Defence { get; init; } = new(Samples: 8, Aggregation: AggregationKind.Peel);
     /// <summary>The classifier's AutoAttack state (eps 0.1) and the number of points it was saved with.</summary>
