@@ -163,7 +163,10 @@ public static class PurifierTraining
                 var (bce, kl) = Step(classifier, layerNames, purifier, optimizer, x, mixed, beta);
                 bceSum.add_(bce * x.shape[0]);
                 klSum.add_(kl * x.shape[0]);
-                progress?.Invoke(++step, stepsPerEpoch);
+                // Not inside the ?. call: without a progress callback its arguments are never evaluated, and the step
+                // (hence the learning-rate and beta schedules) would stay at 0 for the whole training.
+                step++;
+                progress?.Invoke(step, stepsPerEpoch);
             }
             var (classifierClean, defendedClean, classifierPgd, defendedPgd) = EvaluateEpoch(classifier, layerNames, purifier, evalSet, settings, device);
             var metrics = new PurifierEpochMetrics(epoch + 1, lr, beta, bceSum.item<double>() / train.Count, klSum.item<double>() / train.Count,
