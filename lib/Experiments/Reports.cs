@@ -14,5 +14,10 @@ public static class Reports
             ["eval-autoattack"] = EvalAutoAttackReport.Figures,
             ["eval-carso"] = EvalCarsoReport.Figures,
             ["quickstart"] = r => [.. QuickstartReport.Figures(r), .. Gallery.FiguresOf(r)],
+            ["eps-sweep"] = EpsSweepReport.Figures,
+            ["ablation-samples"] = AblationSamplesReport.Figures,
+            ["ablation-aggregation"] = AblationAggregationReport.Figures,
+            ["ablation-deterministic"] = AblationDeterministicReport.Figures,
+            ["ablation-adversarial-fraction"] = AblationAdversarialFractionReport.Figures,
         };
 }

@@ -27,6 +27,28 @@ public class PurifierTrainingTests
     }
 
     [Fact]
+    public void TheSchedulesAdvanceEveryStepWithoutAProgressCallback()
+    {
+        // Regression: the step counter was incremented inside progress?.Invoke(++step, ...), so without a callback
+        // the learning rate stayed at its warm-up start and beta at 0 for the whole training.
+        manual_seed(2);
+        var classifier = new Carso.Models.SmallCnn();
+        string[] layers = ["conv1", "relu3"];
+        var purifier = Purifier.Build(new PurifierSettings(ConditioningSize: 16, LatentSize: 4, DecoderChannels: 16),
+            PurifierCheckpoint.LayerShapes(classifier, layers, [1, 28, 28]), [1, 28, 28]);
+        string[] classes = [.. Enumerable.Range(0, 10).Select(i => $"c{i}")];
+        using var train = Carso.Data.Dataset.Create("train", rand(16, 1, 28, 28), randint(10, [16]), classes);
+        using var validation = Carso.Data.Dataset.Create("validation", rand(4, 1, 28, 28), randint(10, [4]), classes);
+        var settings = new PurifierTrainingSettings { Epochs = 2, BatchSize = 8, PgdSteps = 1, EvalPoints = 4, EvalPgdSteps = 1,
+            Defence = new CarsoSettings(Samples: 1) };
+        var history = PurifierTraining.Train(classifier, layers, purifier, train, validation, settings).History;
+        // 2 steps per epoch, 4 in all: the last step of epoch 1 is at t = 1/4, of epoch 2 at t = 3/4.
+        Assert.Equal(settings.LearningRateAt(0.25), history[0].LearningRate, 12);
+        Assert.Equal(settings.LearningRateAt(0.75), history[1].LearningRate, 12);
+        Assert.Equal(settings.BetaAt(0.75), history[1].Beta, 12);
+    }
+
+    [Fact]
     public void LearningRateWarmsUpStaysFlatThenAnnealsAndBetaRampsAfterItsZeroPhase()
     {
         var s = new PurifierTrainingSettings { LearningRate = 1.0 };
