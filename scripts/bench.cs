@@ -24,7 +24,7 @@ var settings = new Settings();
 if (run.Smoke)
     settings = settings with
     {
-        BatchSizes = [8], Repeats = 1, SlowRepeats = 1, ApgdRepeats = 1, ApgdPoints = 8, ApgdIterations = 2, InferenceSamples = [1, 2],
+        BatchSizes = [8], ApgdBatchSizes = [8], MixedBatchSizes = [8], Repeats = 1, SlowRepeats = 1, ApgdRepeats = 1, ApgdPoints = 8, ApgdIterations = 2, InferenceSamples = [1, 2],
         GradSamples = 2, MixedBatchPgdSteps = 1, MemoryIterations = 6, MemoryFirstCheck = 2, MemorySampleEvery = 2, MemoryPoints = 2,
         MemoryEotIter = 1, CheckPoints = 2,
     };
@@ -32,6 +32,8 @@ var seed = run.SeedOverride ?? settings.Seed;
 manual_seed(seed);
 var root = Paths.RepoRoot() ?? ".";
 var threads = get_num_threads();
+var loadAtStart = Bench.LoadAverage();
+Console.WriteLine($"load average (1, 5, 15 min): {loadAtStart} on {Environment.ProcessorCount} cores (other jobs share them)");
 Console.WriteLine($"threads: {threads} (intra-op), PyTorch gets the same");
 
 // ---- models and images -------------------------------------------------------------------------
@@ -82,11 +84,12 @@ foreach (var b in settings.BatchSizes)
         () => Pgd.InputGradient(classifier.call, x, y)));
     operations.Add(new("pgd-step", b, b, $"one PGD step, {threat}, step {settings.PgdStepSize}, no random start",
         () => Pgd.Attack(classifier.call, x, y, new PgdSettings(threat, Steps: 1, StepSize: settings.PgdStepSize, RandomStart: false))));
-    operations.Add(new("apgd-ce", b, settings.ApgdPoints,
-        $"APGD-CE {settings.ApgdIterations} iterations, 1 restart, on {settings.ApgdPoints} points in batches of {b} (correctly classified points attacked)",
-        () => Bench.Chunks(settings.ApgdPoints, b).Select(c => Apgd.Attack(classifier.call, images.narrow(0, c.Start, c.Count),
-            labels.narrow(0, c.Start, c.Count), new ApgdSettings(threat, NIter: settings.ApgdIterations))).ToArray(),
-        Warmup: 0, Repeats: settings.ApgdRepeats, Extra: new() { ["points"] = settings.ApgdPoints, ["iterations"] = settings.ApgdIterations }));
+    if (settings.ApgdBatchSizes.Contains(b))
+        operations.Add(new("apgd-ce", b, settings.ApgdPoints,
+            $"APGD-CE {settings.ApgdIterations} iterations, 1 restart, on {settings.ApgdPoints} points in batches of {b} (correctly classified points attacked)",
+            () => Bench.Chunks(settings.ApgdPoints, b).Select(c => Apgd.Attack(classifier.call, images.narrow(0, c.Start, c.Count),
+                labels.narrow(0, c.Start, c.Count), new ApgdSettings(threat, NIter: settings.ApgdIterations))).ToArray(),
+            Warmup: 0, Repeats: settings.ApgdRepeats, Extra: new() { ["points"] = settings.ApgdPoints, ["iterations"] = settings.ApgdIterations }));
     foreach (var n in settings.InferenceSamples)
     {
         var defended = carso.With(new CarsoSettings(Samples: n));
@@ -97,11 +100,12 @@ foreach (var b in settings.BatchSizes)
         () => Pgd.InputGradient(endToEnd, x, y)));
     operations.Add(new("purifier-step", b, b, "PurifierTraining.Step alone (Adam in Lookahead) on a precomputed mixed batch",
         () => { var mixed = MixedOnce(b, x, y); return PurifierTraining.Step(classifier, settings.Layers, trainee, optimizer, x, mixed, 1.0).Bce; }));
-    operations.Add(new("purifier-step-mixed", b, b,
-        $"PurifierTraining.MixedBatch (FGSM eps/2, FGSM eps, PGD-{settings.MixedBatchPgdSteps} eps/2 and eps on half the batch) + Step",
-        () => PurifierTraining.Step(classifier, settings.Layers, trainee, optimizer, x,
-            PurifierTraining.MixedBatch(classifier.call, x, y, training), 1.0).Bce,
-        Extra: new() { ["pgdSteps"] = settings.MixedBatchPgdSteps }));
+    if (settings.MixedBatchSizes.Contains(b))
+        operations.Add(new("purifier-step-mixed", b, b,
+            $"PurifierTraining.MixedBatch (FGSM eps/2, FGSM eps, PGD-{settings.MixedBatchPgdSteps} eps/2 and eps on half the batch) + Step",
+            () => PurifierTraining.Step(classifier, settings.Layers, trainee, optimizer, x,
+                PurifierTraining.MixedBatch(classifier.call, x, y, training), 1.0).Bce,
+            Extra: new() { ["pgdSteps"] = settings.MixedBatchPgdSteps }));
 }
 
 var results = new List<Bench.OperationResult>();
@@ -123,6 +127,8 @@ foreach (var r in results) Console.WriteLine(Bench.Row(r));
 var record = run.Finish(settings, seed, new
 {
     threads,
+    loadAverageAtStart = loadAtStart,
+    loadAverageAtEnd = Bench.LoadAverage(),
     throughputUnit = "images per second: the images one call processes (APGD: the attacked set, all iterations) / its wall time",
     operations = results,
     pytorch = new
@@ -151,11 +157,15 @@ record Settings
     public int[] BatchSizes { get; init; } = [128, 512];
     /// <summary>Untimed calls before the timed ones (per side; APGD gets none: the other operations warm its kernels).</summary>
     public int Warmup { get; init; } = 1;
-    public int Repeats { get; init; } = 5;
+    public int Repeats { get; init; } = 3;
     /// <summary>Repeats of an operation whose warm-up call took more than SlowSeconds.</summary>
-    public int SlowRepeats { get; init; } = 3;
+    public int SlowRepeats { get; init; } = 2;
     public double SlowSeconds { get; init; } = 1.0;
-    public int ApgdRepeats { get; init; } = 2;
+    public int ApgdRepeats { get; init; } = 1;
+    /// <summary>Batch sizes APGD (on ApgdPoints points) and MixedBatch + Step are timed at: the expensive operations only
+    /// at one size each, so that the whole run stays near 10 minutes on a shared 2-core machine.</summary>
+    public int[] ApgdBatchSizes { get; init; } = [512];
+    public int[] MixedBatchSizes { get; init; } = [128];
     public int ApgdPoints { get; init; } = 512;
     public int ApgdIterations { get; init; } = 100;
     public double Eps { get; init; } = 0.1;
@@ -166,7 +176,7 @@ record Settings
     public int MixedBatchPgdSteps { get; init; } = 40;
     public int MemoryIterations { get; init; } = 2000;
     public int MemoryFirstCheck { get; init; } = 100;
-    public int MemoryPoints { get; init; } = 8;
+    public int MemoryPoints { get; init; } = 1;
     public int MemoryEotIter { get; init; } = 2;
     public int MemorySampleEvery { get; init; } = 50;
     public int CheckPoints { get; init; } = 8;
@@ -240,6 +250,10 @@ static class Bench
 
     public static string Row(OperationResult r) =>
         $"{r.Name,-22} {r.Batch,5} {r.Ours,-28} {(r.Pytorch?.ToString() ?? "-"),-28} {(r.Ratio is double q ? q.ToString("F2") : "-")}";
+
+    /// <summary>/proc/loadavg's 1, 5 and 15 minute load averages ("" elsewhere): the machine is shared.</summary>
+    public static string LoadAverage() =>
+        File.Exists("/proc/loadavg") ? string.Join(" ", File.ReadAllText("/proc/loadavg").Split(' ').Take(3)) : "";
 
     /// <summary>Consecutive chunks (start, count) of at most size items covering total.</summary>
     public static IEnumerable<(int Start, int Count)> Chunks(int total, int size)
