@@ -19,8 +19,23 @@ using TorchSharp;
 using static TorchSharp.torch;
 
 // ---- settings -------------------------------------------------------------------------------
-var run = ScriptRun.Start("bench", args);
+var run = ScriptRun.Start("bench", args, allowExtraArgs: true);
 var settings = new Settings();
+// A shorter run on a busy machine: --batch-sizes 128[,512], --apgd-points N, --memory-iterations N (recorded in the settings).
+for (var i = 0; i + 1 < run.ExtraArgs.Count; i += 2)
+    settings = run.ExtraArgs[i] switch
+    {
+        "--batch-sizes" => settings with
+        {
+            BatchSizes = run.ExtraArgs[i + 1].Split(',').Select(int.Parse).ToArray(),
+            ApgdBatchSizes = run.ExtraArgs[i + 1].Split(',').Select(int.Parse).Max() is var m ? [m] : [],
+            MixedBatchSizes = [run.ExtraArgs[i + 1].Split(',').Select(int.Parse).Min()],
+        },
+        "--apgd-points" => settings with { ApgdPoints = int.Parse(run.ExtraArgs[i + 1]) },
+        "--memory-iterations" => settings with { MemoryIterations = int.Parse(run.ExtraArgs[i + 1]) },
+        var other => throw new ArgumentException($"bench: unknown option '{other}'. {ScriptRun.Usage} | --batch-sizes B[,B] | --apgd-points N | --memory-iterations N"),
+    };
+if (run.ExtraArgs.Count % 2 == 1) throw new ArgumentException($"bench: '{run.ExtraArgs[^1]}' needs a value");
 if (run.Smoke)
     settings = settings with
     {
