@@ -62,6 +62,7 @@ public sealed record ScriptRun(
             : Path.Combine(Paths.ResultsRoot(), script);
         Directory.CreateDirectory(outDir);
         var picked = Devices.Pick(device);
+        LibTorchSettings.DisableNnpack(); // libtorch is loaded now
         var run = new ScriptRun(script, smoke, Path.GetFullPath(outDir), picked, seed, extra, DateTimeOffset.UtcNow, Stopwatch.StartNew());
         Console.WriteLine($"{script}{(smoke ? " (smoke mode)" : "")} | {Devices.Describe(picked)}");
         Console.WriteLine($"output: {run.OutputDir}");

@@ -1,0 +1,428 @@
+#!/usr/bin/env -S dotnet run
+#:project ../lib/Carso.csproj
+// Throughput of the hot operations of Carso on the committed Fashion-MNIST models, side by side with PyTorch
+// (scripts/bench-pytorch.py under Debian's python3-torch, same architectures, weights, images and thread count,
+// interleaved repeat by repeat), and the resident memory of a 2000-iteration APGD-EOT loop on CARSO.
+//   dotnet run scripts/bench.cs            -> results/bench/ (run.json, throughput/ratio/memory figures)
+//   dotnet run scripts/bench.cs --smoke    -> a temporary folder, seconds
+using System.Diagnostics;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using Carso.Attacks;
+using Carso.Data;
+using Carso.Defence;
+using Carso.Experiments;
+using Carso.Models;
+using Carso.Runtime;
+using Carso.Training;
+using TorchSharp;
+using static TorchSharp.torch;
+
+// ---- settings -------------------------------------------------------------------------------
+var run = ScriptRun.Start("bench", args, allowExtraArgs: true);
+var settings = new Settings();
+// A shorter run on a busy machine: --batch-sizes 128[,512], --apgd-points N, --memory-iterations N (recorded in the settings).
+for (var i = 0; i + 1 < run.ExtraArgs.Count; i += 2)
+    settings = run.ExtraArgs[i] switch
+    {
+        "--batch-sizes" => settings with
+        {
+            BatchSizes = run.ExtraArgs[i + 1].Split(',').Select(int.Parse).ToArray(),
+            ApgdBatchSizes = run.ExtraArgs[i + 1].Split(',').Select(int.Parse).Max() is var m ? [m] : [],
+            MixedBatchSizes = [run.ExtraArgs[i + 1].Split(',').Select(int.Parse).Min()],
+        },
+        "--apgd-points" => settings with { ApgdPoints = int.Parse(run.ExtraArgs[i + 1]) },
+        "--memory-iterations" => settings with { MemoryIterations = int.Parse(run.ExtraArgs[i + 1]) },
+        var other => throw new ArgumentException($"bench: unknown option '{other}'. {ScriptRun.Usage} | --batch-sizes B[,B] | --apgd-points N | --memory-iterations N"),
+    };
+if (run.ExtraArgs.Count % 2 == 1) throw new ArgumentException($"bench: '{run.ExtraArgs[^1]}' needs a value");
+if (run.Smoke)
+    settings = settings with
+    {
+        BatchSizes = [8], ApgdBatchSizes = [8], MixedBatchSizes = [8], Repeats = 1, SlowRepeats = 1, ApgdRepeats = 1, ApgdPoints = 8, ApgdIterations = 2, InferenceSamples = [1, 2],
+        GradSamples = 2, MixedBatchPgdSteps = 1, MemoryIterations = 6, MemoryFirstCheck = 2, MemorySampleEvery = 2, MemoryProgressEvery = 2, MemoryPoints = 2,
+        MemoryEotIter = 1, CheckPoints = 2,
+    };
+var seed = run.SeedOverride ?? settings.Seed;
+manual_seed(seed);
+var root = Paths.RepoRoot() ?? ".";
+var threads = get_num_threads();
+var loadAtStart = Bench.LoadAverage();
+Console.WriteLine($"load average (1, 5, 15 min): {loadAtStart} on {Environment.ProcessorCount} cores (other jobs share them)");
+Console.WriteLine($"threads: {threads} (intra-op), PyTorch gets the same");
+
+// ---- models and images -------------------------------------------------------------------------
+var classifier = new SmallCnn(settings.Model);
+StateDicts.Import(classifier, Path.Combine(root, settings.Classifier));
+classifier.to(run.Device).eval();
+var purifierPath = Path.Combine(root, settings.Purifier);
+var (purifier, spec) = PurifierCheckpoint.Load(purifierPath, classifier, settings.Layers);
+var (trainee, _) = PurifierCheckpoint.Load(purifierPath, classifier, settings.Layers); // trained by the step benchmarks
+var carso = new CarsoModel(classifier, purifier, settings.Layers);
+var points = Math.Max(settings.BatchSizes.Max(), settings.ApgdPoints);
+var dataFolder = FashionMnist.Locate();
+Dataset test;
+using (var fullTest = FashionMnist.Load(Split.Test, dataFolder)) test = fullTest.Take(points);
+var images = test.Images.to(run.Device);
+var labels = test.Labels.to(run.Device);
+Console.WriteLine($"data: the first {points} Fashion-MNIST test images ({dataFolder})");
+
+// ---- memory: the hot loop of APGD-EOT on end-to-end CARSO, first (so the peak is the loop's own) ----
+var memory = Bench.MemoryLoop(carso.With(new CarsoSettings(Samples: settings.GradSamples, Differentiable: true)).AsModel(),
+    images.narrow(0, 0, settings.MemoryPoints), labels.narrow(0, 0, settings.MemoryPoints), settings);
+Console.WriteLine($"memory: APGD-CE hot loop on CARSO (N {settings.GradSamples}, EOT {settings.MemoryEotIter}, {settings.MemoryPoints} points), " +
+                  $"RSS {memory.RssAtFirstCheck:F0} MiB at iteration {memory.FirstCheck}, {memory.RssAtLast:F0} MiB at {memory.Iterations}: " +
+                  $"growth {memory.GrowthPercent:F2}% ({(memory.GrowthPercent < 5 ? "< 5%, ok" : ">= 5%: LEAK")}), peak {memory.PeakRssMiB:F0} MiB");
+
+// ---- the PyTorch reference process ---------------------------------------------------------------
+var exportFolder = Directory.CreateTempSubdirectory("carso-bench-").FullName;
+var (torchRef, skipped) = PyTorchReference.Start(settings, root, exportFolder, classifier, purifier, purifierPath, dataFolder, points, threads, seed);
+if (skipped is not null) Console.WriteLine($"PyTorch comparison skipped: {skipped}");
+var check = torchRef is null ? null : Bench.Check(classifier, carso, images, torchRef.Ready, settings.CheckPoints);
+if (check is not null)
+    Console.WriteLine($"numerics, first {settings.CheckPoints} images: max |logits ours - PyTorch| classifier {check.ClassifierMaxAbsDiff:E2}, " +
+                      $"CARSO deterministic sample {check.CarsoMaxAbsDiff:E2}");
+
+// ---- the operations ------------------------------------------------------------------------------
+var threat = Threat.Linf(settings.Eps);
+var training = new PurifierTrainingSettings { Threat = threat, PgdSteps = settings.MixedBatchPgdSteps };
+using var optimizer = new Lookahead(optim.Adam(trainee.parameters(), training.LearningRate), trainee.parameters(), training.Lookahead);
+var mixedBatches = new Dictionary<int, Tensor>();
+Tensor MixedOnce(int b, Tensor x, Tensor y) => mixedBatches.TryGetValue(b, out var m) ? m
+    : mixedBatches[b] = PurifierTraining.MixedBatch(classifier.call, x, y, training).DetachFromDisposeScope();
+
+var operations = new List<Bench.Operation>();
+foreach (var b in settings.BatchSizes)
+{
+    var (x, y) = (images.narrow(0, 0, b), labels.narrow(0, 0, b));
+    operations.Add(new("classifier-grad", b, b, "SmallCnn forward + backward to the input (summed CE)",
+        () => Pgd.InputGradient(classifier.call, x, y)));
+    operations.Add(new("pgd-step", b, b, $"one PGD step, {threat}, step {settings.PgdStepSize}, no random start",
+        () => Pgd.Attack(classifier.call, x, y, new PgdSettings(threat, Steps: 1, StepSize: settings.PgdStepSize, RandomStart: false))));
+    if (settings.ApgdBatchSizes.Contains(b))
+        operations.Add(new("apgd-ce", b, settings.ApgdPoints,
+            $"APGD-CE {settings.ApgdIterations} iterations, 1 restart, on {settings.ApgdPoints} points in batches of {b} (correctly classified points attacked)",
+            () => Bench.Chunks(settings.ApgdPoints, b).Select(c => Apgd.Attack(classifier.call, images.narrow(0, c.Start, c.Count),
+                labels.narrow(0, c.Start, c.Count), new ApgdSettings(threat, NIter: settings.ApgdIterations))).ToArray(),
+            Warmup: 0, Repeats: settings.ApgdRepeats, Extra: new() { ["points"] = settings.ApgdPoints, ["iterations"] = settings.ApgdIterations }));
+    foreach (var n in settings.InferenceSamples)
+    {
+        var defended = carso.With(new CarsoSettings(Samples: n));
+        operations.Add(new($"carso-infer-n{n}", b, b, $"CARSO inference, no_grad, N = {n}, peel", () => defended.Forward(x)));
+    }
+    var endToEnd = carso.With(new CarsoSettings(Samples: settings.GradSamples, Differentiable: true)).AsModel();
+    operations.Add(new($"carso-grad-n{settings.GradSamples}", b, b, $"CARSO end to end, forward + backward to the input, N = {settings.GradSamples}",
+        () => Pgd.InputGradient(endToEnd, x, y)));
+    operations.Add(new("purifier-step", b, b, "PurifierTraining.Step alone (Adam in Lookahead) on a precomputed mixed batch",
+        () => { var mixed = MixedOnce(b, x, y); return PurifierTraining.Step(classifier, settings.Layers, trainee, optimizer, x, mixed, 1.0).Bce; }));
+    if (settings.MixedBatchSizes.Contains(b))
+        operations.Add(new("purifier-step-mixed", b, b,
+            $"PurifierTraining.MixedBatch (FGSM eps/2, FGSM eps, PGD-{settings.MixedBatchPgdSteps} eps/2 and eps on half the batch) + Step",
+            () => PurifierTraining.Step(classifier, settings.Layers, trainee, optimizer, x,
+                PurifierTraining.MixedBatch(classifier.call, x, y, training), 1.0).Bce,
+            Extra: new() { ["pgdSteps"] = settings.MixedBatchPgdSteps }));
+}
+
+var results = new List<Bench.OperationResult>();
+foreach (var op in operations)
+{
+    var result = Bench.Measure(op, settings, torchRef);
+    results.Add(result);
+    Console.WriteLine(Bench.Describe(result));
+}
+torchRef?.Dispose();
+foreach (var m in mixedBatches.Values) m.Dispose();
+test.Dispose();
+Directory.Delete(exportFolder, recursive: true);
+
+// ---- summary, record and figures -----------------------------------------------------------------
+Console.WriteLine();
+Console.WriteLine($"{"operation",-22} {"batch",5} {"ours img/s (min-max)",-28} {"PyTorch img/s (min-max)",-28} ours/PyTorch");
+foreach (var r in results) Console.WriteLine(Bench.Row(r));
+var record = run.Finish(settings, seed, new
+{
+    threads,
+    loadAverageAtStart = loadAtStart,
+    loadAverageAtEnd = Bench.LoadAverage(),
+    throughputUnit = "images per second: the images one call processes (APGD: the attacked set, all iterations) / its wall time",
+    operations = results,
+    pytorch = new
+    {
+        available = torchRef is not null,
+        skippedReason = skipped,
+        python = settings.Python,
+        torchVersion = torchRef?.Ready["torch"]?.GetValue<string>(),
+        threads = torchRef?.Ready["threads"]?.GetValue<int>(),
+        numericsCheck = check,
+        note = "PyTorch runs with glibc's default malloc settings (Carso's NativeMemory tuning is not applied to it): " +
+               "that is what a PyTorch user runs. Operations are interleaved repeat by repeat, ours first.",
+        apgd = "bench-pytorch.py ports lib/Attacks/Apgd.cs (CE, 1 restart, EOT 1) line by line; both attack only correctly classified points",
+    },
+    memory,
+});
+foreach (var (name, figure) in BenchReport.Figures(record)) run.SaveFigure(figure, name);
+
+/// <summary>Settings: edit and re-run.</summary>
+record Settings
+{
+    public string Classifier { get; init; } = "results/train-classifier/smallcnn-fmnist-pgdat.safetensors";
+    public SmallCnn.Settings Model { get; init; } = new(Channels1: 32, Channels2: 64, Hidden: 256);
+    public string Purifier { get; init; } = "results/train-carso/purifier-smallcnn-fmnist.safetensors";
+    public string[] Layers { get; init; } = ["conv1", "conv2", "fc1"];
+    public int[] BatchSizes { get; init; } = [128, 512];
+    /// <summary>Untimed calls before the timed ones (per side; APGD gets none: the other operations warm its kernels).</summary>
+    public int Warmup { get; init; } = 1;
+    public int Repeats { get; init; } = 3;
+    /// <summary>Repeats of an operation whose warm-up call took more than SlowSeconds.</summary>
+    public int SlowRepeats { get; init; } = 2;
+    public double SlowSeconds { get; init; } = 1.0;
+    public int ApgdRepeats { get; init; } = 1;
+    /// <summary>Batch sizes APGD (on ApgdPoints points) and MixedBatch + Step are timed at: the expensive operations only
+    /// at one size each, so that the whole run stays near 10 minutes on a shared 2-core machine.</summary>
+    public int[] ApgdBatchSizes { get; init; } = [512];
+    public int[] MixedBatchSizes { get; init; } = [128];
+    public int ApgdPoints { get; init; } = 512;
+    public int ApgdIterations { get; init; } = 100;
+    public double Eps { get; init; } = 0.1;
+    public double PgdStepSize { get; init; } = 0.01;
+    public int[] InferenceSamples { get; init; } = [1, 8, 16];
+    /// <summary>N of the end-to-end (differentiable) CARSO operations and of the memory loop.</summary>
+    public int GradSamples { get; init; } = 8;
+    public int MixedBatchPgdSteps { get; init; } = 40;
+    public int MemoryIterations { get; init; } = 2000;
+    public int MemoryFirstCheck { get; init; } = 100;
+    public int MemoryPoints { get; init; } = 1;
+    public int MemoryEotIter { get; init; } = 1;
+    public int MemorySampleEvery { get; init; } = 50;
+    public int MemoryProgressEvery { get; init; } = 250;
+    public int CheckPoints { get; init; } = 8;
+    /// <summary>Operations (name@batch) not timed in PyTorch: Debian's torch 1.13 runs its matrix products on the reference
+    /// (netlib) BLAS, and these calls take 30-400 s each there (measured in an earlier attempt of this run), beyond the
+    /// 10-minute budget of a run on a shared machine. Their batch-128 ratios stand for them.</summary>
+    public string[] PyTorchSkipped { get; init; } =
+        ["apgd-ce@512", "carso-infer-n8@512", "carso-infer-n16@512", "carso-grad-n8@512", "purifier-step@512"];
+    /// <summary>Debian's python3-torch (the pyenv python3 on PATH has no torch).</summary>
+    public string Python { get; init; } = "/usr/bin/python3";
+    public long Seed { get; init; } = 0;
+}
+
+static class Bench
+{
+    /// <summary>One benchmarked call: name, batch size, the images one call processes, what it does, the call.</summary>
+    public sealed record Operation(string Name, int Batch, int Images, string Work, Func<object> Call,
+        int? Warmup = null, int? Repeats = null, Dictionary<string, int>? Extra = null);
+
+    public sealed record Timing(double[] Seconds, double MedianImagesPerSecond, double MinImagesPerSecond, double MaxImagesPerSecond)
+    {
+        public static Timing Of(IReadOnlyList<double> seconds, int images)
+        {
+            var rates = seconds.Select(s => images / s).Order().ToArray();
+            var median = rates.Length % 2 == 1 ? rates[rates.Length / 2] : (rates[rates.Length / 2 - 1] + rates[rates.Length / 2]) / 2;
+            return new Timing(seconds.ToArray(), median, rates[0], rates[^1]);
+        }
+        public override string ToString() => $"{MedianImagesPerSecond:F0} ({MinImagesPerSecond:F0}-{MaxImagesPerSecond:F0})";
+    }
+
+    public sealed record OperationResult(string Name, int Batch, int Images, string Work, Timing Ours, Timing? Pytorch, double? Ratio, string? PytorchError);
+
+    public sealed record Memory(int Points, int Samples, int EotIter, int Iterations, int FirstCheck, double RssAtFirstCheck,
+        double RssAtLast, double GrowthPercent, double PeakRssMiB, double Seconds, IReadOnlyList<RssSample> RssMiB);
+
+    public sealed record RssSample(int Iteration, double RssMiB);
+
+    public sealed record NumericsCheck(int Points, double ClassifierMaxAbsDiff, double CarsoMaxAbsDiff);
+
+    /// <summary>Wall time of one call, everything it made disposed afterwards.</summary>
+    static double TimeOnce(Func<object> call)
+    {
+        using var scope = NewDisposeScope();
+        var clock = Stopwatch.StartNew();
+        call();
+        return clock.Elapsed.TotalSeconds;
+    }
+
+    /// <summary>Warm-up on both sides, then ours and PyTorch's timed calls alternately.</summary>
+    public static OperationResult Measure(Operation op, Settings s, PyTorchReference? torchRef)
+    {
+        var warmup = op.Warmup ?? s.Warmup;
+        var warmupSeconds = 0.0;
+        for (var i = 0; i < warmup; i++) warmupSeconds = TimeOnce(op.Call);
+        string? error = null;
+        if (torchRef is not null && s.PyTorchSkipped.Contains($"{op.Name}@{op.Batch}")) torchRef = null;
+        // A call of seconds needs no warm-up to be timed fairly, and PyTorch's slowest calls here take half a minute.
+        if (torchRef is not null && warmup > 0 && warmupSeconds <= s.SlowSeconds)
+            error = torchRef.Time(op, warmup: warmup, repeats: 0).Error;
+        var repeats = op.Repeats ?? (warmupSeconds > s.SlowSeconds ? s.SlowRepeats : s.Repeats);
+        var ours = new List<double>();
+        var theirs = new List<double>();
+        for (var r = 0; r < repeats; r++)
+        {
+            ours.Add(TimeOnce(op.Call));
+            if (torchRef is null || error is not null) continue;
+            var (seconds, e) = torchRef.Time(op, warmup: 0, repeats: 1);
+            if (e is not null) error = e; else theirs.AddRange(seconds);
+        }
+        var oursTiming = Timing.Of(ours, op.Images);
+        var torchTiming = error is null && theirs.Count > 0 ? Timing.Of(theirs, op.Images) : null;
+        return new OperationResult(op.Name, op.Batch, op.Images, op.Work, oursTiming, torchTiming,
+            torchTiming is null ? null : oursTiming.MedianImagesPerSecond / torchTiming.MedianImagesPerSecond, error);
+    }
+
+    public static string Describe(OperationResult r) =>
+        $"{r.Name} b{r.Batch}: ours {r.Ours} img/s" +
+        (r.Pytorch is not null ? $" | PyTorch {r.Pytorch} img/s | ratio {r.Ratio:F2}" : r.PytorchError is not null ? $" | PyTorch failed: {r.PytorchError}" : " | PyTorch not timed");
+
+    public static string Row(OperationResult r) =>
+        $"{r.Name,-22} {r.Batch,5} {r.Ours,-28} {(r.Pytorch?.ToString() ?? "-"),-28} {(r.Ratio is double q ? q.ToString("F2") : "-")}";
+
+    /// <summary>/proc/loadavg's 1, 5 and 15 minute load averages ("" elsewhere): the machine is shared.</summary>
+    public static string LoadAverage() =>
+        File.Exists("/proc/loadavg") ? string.Join(" ", File.ReadAllText("/proc/loadavg").Split(' ').Take(3)) : "";
+
+    /// <summary>Consecutive chunks (start, count) of at most size items covering total.</summary>
+    public static IEnumerable<(int Start, int Count)> Chunks(int total, int size)
+    {
+        for (var start = 0; start < total; start += size) yield return (start, Math.Min(size, total - start));
+    }
+
+    /// <summary>
+    /// The hot loop of APGD-EOT on a stochastic, differentiable model, as lib/Attacks/Apgd.cs runs it: per iteration
+    /// the momentum step and the EOT gradient (EotIter forward/backward passes), in its own dispose scope; the
+    /// iterate, the previous iterate and the gradient carried over. Resident memory sampled along the way.
+    /// </summary>
+    public static Memory MemoryLoop(Func<Tensor, Tensor> model, Tensor x, Tensor y, Settings s)
+    {
+        var threat = Threat.Linf(s.Eps);
+        var clock = Stopwatch.StartNew();
+        var samples = new List<RssSample>();
+        using var loop = NewDisposeScope();
+        var xAdv = Apgd.RandomStart(x, threat);
+        var xPrev = xAdv;
+        var grad = Apgd.EotGradient(model, xAdv, y, Losses.CrossEntropy, s.MemoryEotIter).Gradient;
+        var stepSize = full([x.shape[0]], 2 * s.Eps);
+        for (var i = 1; i <= s.MemoryIterations; i++)
+        {
+            using (var iteration = NewDisposeScope())
+            {
+                var next = Apgd.MomentumStep(xAdv, xPrev, grad, stepSize, i == 1 ? 1.0 : 0.75, x, threat);
+                var estimate = Apgd.EotGradient(model, next, y, Losses.CrossEntropy, s.MemoryEotIter);
+                next.MoveToOuterDisposeScope();
+                estimate.Gradient.MoveToOuterDisposeScope();
+                if (!ReferenceEquals(xPrev, xAdv)) xPrev.Dispose();
+                grad.Dispose();
+                (xPrev, xAdv, grad) = (xAdv, next, estimate.Gradient);
+            }
+            if (i % s.MemorySampleEvery == 0 || i == s.MemoryFirstCheck || i == s.MemoryIterations)
+                samples.Add(new RssSample(i, ProcessStats.RssMiB() ?? double.NaN));
+            if (i % s.MemoryProgressEvery == 0)
+                Console.WriteLine($"  memory loop: iteration {i}/{s.MemoryIterations}, RSS {samples[^1].RssMiB:F0} MiB, {clock.Elapsed.TotalSeconds:F0} s");
+        }
+        var first = samples.First(p => p.Iteration == s.MemoryFirstCheck).RssMiB;
+        var last = samples[^1].RssMiB;
+        return new Memory(s.MemoryPoints, s.GradSamples, s.MemoryEotIter, s.MemoryIterations, s.MemoryFirstCheck, first, last,
+            100 * (last - first) / first, ProcessStats.PeakRssMiB() ?? double.NaN, clock.Elapsed.TotalSeconds, samples);
+    }
+
+    /// <summary>Ours against PyTorch's check outputs: classifier logits and CARSO's deterministic (z = 0) sample logits, N = 1.</summary>
+    public static NumericsCheck Check(SmallCnn classifier, CarsoModel carso, Tensor images, JsonObject ready, int points)
+    {
+        using var scope = NewDisposeScope();
+        using var noGrad = no_grad();
+        var x = images.narrow(0, 0, points);
+        var logits = classifier.call(x);
+        var carsoLogits = carso.With(new CarsoSettings(Samples: 1, Deterministic: true)).SampleLogits(x).select(2, 0);
+        double MaxDiff(Tensor ours, JsonNode? theirs)
+        {
+            var values = theirs!.AsArray().Select(row => row!.AsArray().Select(v => (float)v!.GetValue<double>()).ToArray()).ToArray();
+            var reference = tensor(values.SelectMany(v => v).ToArray(), [values.Length, values[0].Length]);
+            return (ours.cpu() - reference).abs().max().item<float>();
+        }
+        return new NumericsCheck(points, MaxDiff(logits, ready["check"]!["classifierLogits"]),
+            MaxDiff(carsoLogits, ready["check"]!["carsoDeterministicSampleLogits"]));
+    }
+}
+
+/// <summary>scripts/bench-pytorch.py as a child process speaking line-delimited JSON (see its docstring).</summary>
+sealed class PyTorchReference(Process process, JsonObject ready) : IDisposable
+{
+    public JsonObject Ready { get; } = ready;
+
+    /// <summary>Exports the weights as .pt (StateDicts.Export), starts the reference and waits for its ready line;
+    /// (null, why) when /usr/bin/python3 with torch is not there or the reference does not start.</summary>
+    public static (PyTorchReference? Reference, string? Skipped) Start(Settings s, string root, string exportFolder,
+        SmallCnn classifier, Purifier purifier, string purifierPath, string dataFolder, int points, int threads, long seed)
+    {
+        var script = Path.Combine(root, "scripts", "bench-pytorch.py");
+        if (!File.Exists(s.Python)) return (null, $"{s.Python} does not exist (Debian's python3-torch provides PyTorch there)");
+        var probe = Run(s.Python, ["-c", "import torch, numpy; print(torch.__version__)"]);
+        if (probe.ExitCode != 0)
+            return (null, $"{s.Python} cannot import torch and numpy (apt-get install python3-torch): {probe.Output.Trim().Split('\n')[^1]}");
+        var classifierPt = Path.Combine(exportFolder, "classifier.pt");
+        var purifierPt = Path.Combine(exportFolder, "purifier.pt");
+        StateDicts.Export(classifier, classifierPt);
+        StateDicts.Export(purifier, purifierPt);
+        var info = new ProcessStartInfo(s.Python)
+        {
+            RedirectStandardInput = true, RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false,
+        };
+        foreach (var a in new[]
+                 {
+                     script, "--classifier", classifierPt, "--purifier", purifierPt, "--spec", PurifierCheckpoint.SpecPath(purifierPath),
+                     "--images", IdxDataset.FindFile(dataFolder, IdxDataset.FileStems(Split.Test).Images),
+                     "--labels", IdxDataset.FindFile(dataFolder, IdxDataset.FileStems(Split.Test).Labels),
+                     "--points", points.ToString(), "--check-points", s.CheckPoints.ToString(), "--threads", threads.ToString(),
+                     "--channels1", s.Model.Channels1.ToString(), "--channels2", s.Model.Channels2.ToString(),
+                     "--hidden", s.Model.Hidden.ToString(), "--seed", seed.ToString(),
+                 })
+            info.ArgumentList.Add(a);
+        var process = new Process { StartInfo = info };
+        // Its errors pass through, except torch 1.13's warning on every convolution that NNPACK is unsupported here.
+        process.ErrorDataReceived += (_, e) => { if (e.Data is { } l && !l.Contains("Could not initialize NNPACK")) Console.Error.WriteLine(l); };
+        process.Start();
+        process.BeginErrorReadLine();
+        var line = process.StandardOutput.ReadLine();
+        if (line is null || JsonNode.Parse(line) is not JsonObject ready || ready["ready"]?.GetValue<bool>() != true)
+        {
+            process.WaitForExit(10_000);
+            return (null, $"{script} did not start (exit code {(process.HasExited ? process.ExitCode : -1)}; its error is above)");
+        }
+        Console.WriteLine($"PyTorch reference: torch {ready["torch"]}, python {ready["python"]}, {ready["threads"]} threads (pid {process.Id})");
+        return (new PyTorchReference(process, ready), null);
+    }
+
+    /// <summary>Times warmup + repeats calls of the operation in the reference: (seconds of the timed calls, error).</summary>
+    public (double[] Seconds, string? Error) Time(Bench.Operation op, int warmup, int repeats)
+    {
+        var request = new JsonObject { ["op"] = op.Name, ["batch"] = op.Batch, ["warmup"] = warmup, ["repeats"] = repeats };
+        foreach (var (k, v) in op.Extra ?? []) request[k] = JsonValue.Create(v);
+        process.StandardInput.WriteLine(request.ToJsonString());
+        process.StandardInput.Flush();
+        var line = process.StandardOutput.ReadLine() ?? throw new InvalidOperationException("the PyTorch reference exited");
+        var reply = JsonNode.Parse(line)!;
+        if (reply["error"] is { } error) return ([], error.GetValue<string>());
+        return (reply["seconds"]!.AsArray().Select(v => v!.GetValue<double>()).ToArray(), null);
+    }
+
+    static (int ExitCode, string Output) Run(string file, string[] arguments)
+    {
+        var info = new ProcessStartInfo(file) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        foreach (var a in arguments) info.ArgumentList.Add(a);
+        using var p = Process.Start(info)!;
+        var output = p.StandardOutput.ReadToEndAsync();
+        var error = p.StandardError.ReadToEndAsync();
+        p.WaitForExit();
+        return (p.ExitCode, output.Result + error.Result);
+    }
+
+    public void Dispose()
+    {
+        try
+        {
+            process.StandardInput.WriteLine("{\"op\": \"quit\"}");
+            process.StandardInput.Close();
+            if (!process.WaitForExit(30_000)) process.Kill();
+        }
+        catch (InvalidOperationException) { }
+        process.Dispose();
+    }
+}
