@@ -15,6 +15,7 @@ public static class Reports
             ["eval-carso"] = EvalCarsoReport.Figures,
             ["quickstart"] = r => [.. QuickstartReport.Figures(r), .. Gallery.FiguresOf(r)],
             ["eps-sweep"] = EpsSweepReport.Figures,
+            ["bench"] = BenchReport.Figures,
             ["ablation-samples"] = AblationSamplesReport.Figures,
             ["ablation-aggregation"] = AblationAggregationReport.Figures,
             ["ablation-deterministic"] = AblationDeterministicReport.Figures,
