@@ -53,13 +53,16 @@ foreach (var (folder, record) in records)
 // ---- README results table -----------------------------------------------------------------------
 var rows = ReadmeResults.Rows(records);
 var readmePath = Path.Combine(root, "README.md");
+var ablationRows = ReadmeResults.AblationRows(records);
 var readme = ReadmeResults.Rewrite(File.ReadAllText(readmePath), rows);
+readme = ReadmeResults.Rewrite(readme, ablationRows, ReadmeResults.AblationsBegin, ReadmeResults.AblationsEnd);
 var readmeOut = inPlace ? readmePath : run.Output("README.md");
 AtomicFile.WriteAllText(readmeOut, readme);
 Console.WriteLine($"results table ({rows.Count} rows): {readmeOut}");
 Console.Write(ResultTable.Text(rows));
+Console.WriteLine($"sweep and ablations table ({ablationRows.Count} rows)");
 
-run.Finish(settings, 0, new { records = records.Keys, figures = drawn, tableRows = rows.Count });
+run.Finish(settings, 0, new { records = records.Keys, figures = drawn, tableRows = rows.Count, ablationRows = ablationRows.Count });
 
 /// <summary>Settings: Results is the folder of run records, relative to the repository root.</summary>
 record Settings(string Results = "results");

@@ -138,14 +138,14 @@ public sealed class Purifier : Module<Tensor[], Tensor, (Tensor Reconstruction, 
         var compressed = LayerShapes.Select(shape => Compressor(shape, s)).ToArray();
         compressors = ModuleList(compressed.Select(m => m.Module).ToArray());
         condition = Linear(compressed.Sum(m => m.Features), s.ConditioningSize);
-        condition_act = LeakyReLU(s.NegativeSlope);
+        condition_act = new Carso.Models.LeakyRelu(s.NegativeSlope);
 
         // Two stride-2 3x3 convolutions, padding 1: H -> ceil(H/2) -> ceil(H/4).
         encoder = Sequential(
             ("conv_0", Conv2d(c, s.EncoderChannels1, 3, stride: 2, padding: 1)),
-            ("act_0", LeakyReLU(s.NegativeSlope)),
+            ("act_0", new Carso.Models.LeakyRelu(s.NegativeSlope)),
             ("conv_1", Conv2d(s.EncoderChannels1, s.EncoderChannels2, 3, stride: 2, padding: 1)),
-            ("act_1", LeakyReLU(s.NegativeSlope)),
+            ("act_1", new Carso.Models.LeakyRelu(s.NegativeSlope)),
             ("flatten", Flatten()));
         var encoded = s.EncoderChannels2 * Halved(h, 2) * Halved(w, 2);
         mu = Linear(encoded + s.ConditioningSize, s.LatentSize);
@@ -156,7 +156,7 @@ public sealed class Purifier : Module<Tensor[], Tensor, (Tensor Reconstruction, 
         (heights, widths) = (UpsamplingSizes(h, s.DecoderBaseSize, stages), UpsamplingSizes(w, s.DecoderBaseSize, stages));
         decoderBase = [s.DecoderChannels, heights[0], widths[0]];
         decoder_input = Linear(s.LatentSize + s.ConditioningSize, decoderBase[0] * decoderBase[1] * decoderBase[2]);
-        decoder_input_act = LeakyReLU(s.NegativeSlope);
+        decoder_input_act = new Carso.Models.LeakyRelu(s.NegativeSlope);
         var stageModules = new List<(string, Module<Tensor, Tensor>)>();
         long channels = s.DecoderChannels;
         for (var k = 1; k <= stages; k++)
@@ -170,7 +170,7 @@ public sealed class Purifier : Module<Tensor[], Tensor, (Tensor Reconstruction, 
             stageModules.Add(($"up_{k - 1}", ConvTranspose2d(channels, next, 4, stride: 2, padding: 1)));
             if (heights[k] % 2 == 1 || widths[k] % 2 == 1)
                 stageModules.Add(($"crop_{k - 1}", new Crop(heights[k], widths[k])));
-            stageModules.Add(($"act_{k - 1}", LeakyReLU(s.NegativeSlope)));
+            stageModules.Add(($"act_{k - 1}", new Carso.Models.LeakyRelu(s.NegativeSlope)));
             channels = next;
         }
         // The last 3x3 layer is a stride-1 transposed convolution (a 3x3 convolution with "same" padding and a
@@ -308,20 +308,20 @@ public sealed class Purifier : Module<Tensor[], Tensor, (Tensor Reconstruction, 
             return (Sequential(
                 ("flatten", Flatten()),
                 ("linear", Linear(size, s.CompressorFeatures)),
-                ("act", LeakyReLU(s.NegativeSlope))), s.CompressorFeatures);
+                ("act", new Carso.Models.LeakyRelu(s.NegativeSlope))), s.CompressorFeatures);
         }
         // Channels first (a 1x1 convolution is cheap at any resolution, and the wide layers of a WRN have up to
         // 640 channels), then halve the resolution at CompressorChannels, where 3x3 convolutions cost little.
         var layers = new List<(string, Module<Tensor, Tensor>)>
         {
             ("reduce", Conv2d(shape[0], s.CompressorChannels, 1)),
-            ("act", LeakyReLU(s.NegativeSlope)),
+            ("act", new Carso.Models.LeakyRelu(s.NegativeSlope)),
         };
         var (h, w) = (shape[1], shape[2]);
         for (var i = 0; Math.Max(h, w) > s.CompressedSize; i++)
         {
             layers.Add(($"down_{i}", Conv2d(s.CompressorChannels, s.CompressorChannels, 3, stride: 2, padding: 1)));
-            layers.Add(($"act_{i}", LeakyReLU(s.NegativeSlope)));
+            layers.Add(($"act_{i}", new Carso.Models.LeakyRelu(s.NegativeSlope)));
             (h, w) = (Halved(h, 1), Halved(w, 1));
         }
         layers.Add(("flatten", Flatten()));
