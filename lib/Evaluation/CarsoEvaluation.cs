@@ -208,8 +208,10 @@ public static class CarsoEvaluation
                 saturated = Saturated(judge, adversarial, batchSize, device);
                 adversarialSaturated += saturated;
             }
+            // Attack time from the stages (they carry it across resumes), plus this process's clean pass and checks.
+            var seconds = result.Resumed ? result.Stages.Sum(st => st.Seconds) : clock.Elapsed.TotalSeconds;
             groups.Add(new AttackGroupResult(name, description, result.Robust, result.Stages, result.MaxPerturbationNorm,
-                saturated, clock.Elapsed.TotalSeconds));
+                saturated, seconds));
             Merge(name, survived);
             log($"{name}: robust accuracy {result.Robust}; worst case so far {Accuracy.Of(robust.Count(r => r), n)}");
         }
