@@ -70,6 +70,25 @@ public class CarsoModelTests
     }
 
     [Fact]
+    public void ChunkedPassesEqualOnePassForTheSameSeedAndGradientsFlowThroughThem()
+    {
+        using var scope = NewDisposeScope();
+        var whole = Build(new CarsoSettings(Samples: 4, MaxReconstructions: 1000));
+        var chunked = whole.With(whole.Settings with { MaxReconstructions = 8 });  // 2 points per pass: 5 passes for 9 points
+        var x = rand(9, 1, 28, 28, generator: new Generator(4));
+        var one = whole.SampleLogits(x, generator: new Generator(21));
+        var many = chunked.SampleLogits(x, generator: new Generator(21));
+        Assert.Equal(new long[] { 9, 10, 4 }, many.shape);
+        Assert.True(one.allclose(many, rtol: 1e-5, atol: 1e-5), $"max difference {(one - many).abs().max().item<float>()}");
+
+        var differentiable = chunked.With(chunked.Settings with { Differentiable = true, Deterministic = true });
+        var input = x.clone().requires_grad_(true);
+        var grad = autograd.grad([differentiable.Forward(input).sum()], [input])[0];
+        Assert.True(grad.isfinite().all().item<bool>() && grad.abs().sum().item<float>() > 0);
+        Assert.Throws<ArgumentException>(() => new CarsoSettings(MaxReconstructions: 0).Validate());
+    }
+
+    [Fact]
     public void DeterministicModeRepeatsItselfAndSampledModeDoesNot()
     {
         using var scope = NewDisposeScope();
