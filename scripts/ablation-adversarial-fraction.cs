@@ -53,10 +53,7 @@ using var adversarialAll = RobustEvaluation.LoadAdversarial(Path.Combine(root, s
 using var clean = test.Take(settings.CleanPoints);
 using var attacked = test.Take(settings.RobustPoints);
 using var transfer = adversarialAll.narrow(0, 0, attacked.Count).clone();
-var classifier = new SmallCnn(settings.Model);
-StateDicts.Import(classifier, Path.Combine(root, settings.Classifier));
-classifier.to(run.Device).eval();
-foreach (var p in classifier.parameters()) p.requires_grad_(false);
+var classifier = StateDicts.ImportFrozen(new SmallCnn(settings.Model), Path.Combine(root, settings.Classifier), run.Device);
 var layerShapes = PurifierCheckpoint.LayerShapes(classifier, settings.Layers, [1, 28, 28]);
 var spec = PurifierSpec.For(classifier, settings.Layers, [1, 28, 28], settings.PurifierSize);
 

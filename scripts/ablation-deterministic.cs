@@ -42,10 +42,7 @@ using var adversarialAll = RobustEvaluation.LoadAdversarial(Path.Combine(root, s
 using var clean = test.Take(settings.CleanPoints);
 using var attacked = test.Take(settings.RobustPoints);
 using var transfer = adversarialAll.narrow(0, 0, attacked.Count).clone();
-var classifier = new SmallCnn(settings.Model);
-StateDicts.Import(classifier, Path.Combine(root, settings.Classifier));
-classifier.to(run.Device).eval();
-foreach (var p in classifier.parameters()) p.requires_grad_(false);
+var classifier = StateDicts.ImportFrozen(new SmallCnn(settings.Model), Path.Combine(root, settings.Classifier), run.Device);
 var (purifier, _) = PurifierCheckpoint.Load(Path.Combine(root, settings.Purifier), classifier, settings.Layers);
 var sampled = new CarsoModel(classifier, purifier, settings.Layers, new CarsoSettings(settings.Samples, settings.Aggregation));
 // z = 0: every sample is the same reconstruction, so N = 1 gives the same prediction at 1/N of the cost.

@@ -43,10 +43,7 @@ Console.WriteLine($"REDUCED budgets: classifier APGD-CE + APGD-T ({settings.Clas
 
 // ---- data and models --------------------------------------------------------------------------
 using var test = FashionMnist.Load(Split.Test).Take(settings.Points);
-var classifier = new SmallCnn(settings.Model);
-StateDicts.Import(classifier, Path.Combine(root, settings.Classifier));
-classifier.to(run.Device).eval();
-foreach (var p in classifier.parameters()) p.requires_grad_(false);
+var classifier = StateDicts.ImportFrozen(new SmallCnn(settings.Model), Path.Combine(root, settings.Classifier), run.Device);
 var (purifier, _) = PurifierCheckpoint.Load(Path.Combine(root, settings.Purifier), classifier, settings.Layers);
 var carso = new CarsoModel(classifier, purifier, settings.Layers, settings.Defence);
 

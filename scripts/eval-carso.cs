@@ -40,10 +40,7 @@ using var transferData = FashionMnist.Load(Split.Test).Take(settings.TransferPoi
 if (settings.Points > settings.TransferPoints)
     throw new ArgumentException($"Settings.Points ({settings.Points}) exceeds the {settings.TransferPoints} points the classifier's AutoAttack run covers");
 using var test = transferData.Take(settings.Points);
-var classifier = new SmallCnn(settings.Model);
-StateDicts.Import(classifier, Path.Combine(root, settings.Classifier));
-classifier.to(run.Device).eval();
-foreach (var p in classifier.parameters()) p.requires_grad_(false);
+var classifier = StateDicts.ImportFrozen(new SmallCnn(settings.Model), Path.Combine(root, settings.Classifier), run.Device);
 var (purifier, spec) = PurifierCheckpoint.Load(Path.Combine(root, settings.Purifier), classifier, settings.Layers);
 purifier.to(run.Device).eval();
 foreach (var p in purifier.parameters()) p.requires_grad_(false);

@@ -106,6 +106,19 @@ public static class StateDicts
     }
 
     /// <summary>
+    /// A model that attacks and defences treat as fixed: its weights imported strictly from <paramref name="path"/>,
+    /// moved to <paramref name="device"/>, in eval mode, every parameter without gradient (attacks differentiate with
+    /// respect to the input only). Returns the model.
+    /// </summary>
+    public static T ImportFrozen<T>(T model, string path, Device device) where T : nn.Module
+    {
+        Import(model, path);
+        model.to(device).eval();
+        foreach (var p in model.parameters()) p.requires_grad_(false);
+        return model;
+    }
+
+    /// <summary>
     /// Loads a state-dict file into <paramref name="model"/>. Everything is checked before anything is copied:
     /// the file's names against the model's <c>state_dict()</c>, and the shape and dtype of every tensor both
     /// have. A shape or dtype mismatch is always a <see cref="CheckpointMismatchException"/>; so are missing and
