@@ -15,6 +15,7 @@
 // the run record only (lib/Experiments/AblationAdversarialFractionReport.cs).
 //   dotnet run scripts/ablation-adversarial-fraction.cs            -> results/ablation-adversarial-fraction/
 //   dotnet run scripts/ablation-adversarial-fraction.cs --smoke    -> a temporary folder, seconds
+using Carso.IO;
 using Carso.Attacks;
 using Carso.Data;
 using Carso.Defence;

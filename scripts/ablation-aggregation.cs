@@ -13,6 +13,7 @@
 // only (lib/Experiments/VariantAblationReport.cs).
 //   dotnet run scripts/ablation-aggregation.cs            -> results/ablation-aggregation/
 //   dotnet run scripts/ablation-aggregation.cs --smoke    -> a temporary folder, seconds
+using Carso.IO;
 using Carso.Attacks;
 using Carso.Data;
 using Carso.Defence;

@@ -12,6 +12,7 @@
 // (lib/Experiments/VariantAblationReport.cs).
 //   dotnet run scripts/ablation-deterministic.cs            -> results/ablation-deterministic/
 //   dotnet run scripts/ablation-deterministic.cs --smoke    -> a temporary folder, seconds
+using Carso.IO;
 using Carso.Attacks;
 using Carso.Data;
 using Carso.Defence;

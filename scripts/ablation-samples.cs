@@ -12,6 +12,7 @@
 // (lib/Experiments/AblationSamplesReport.cs).
 //   dotnet run scripts/ablation-samples.cs            -> results/ablation-samples/
 //   dotnet run scripts/ablation-samples.cs --smoke    -> a temporary folder, seconds
+using Carso.IO;
 using Carso.Attacks;
 using Carso.Data;
 using Carso.Defence;

@@ -5,6 +5,7 @@
 // interleaved repeat by repeat), and the resident memory of a 2000-iteration APGD-EOT loop on CARSO.
 //   dotnet run scripts/bench.cs            -> results/bench/ (run.json, throughput/ratio/memory figures)
 //   dotnet run scripts/bench.cs --smoke    -> a temporary folder, seconds
+using Carso.IO;
 using System.Diagnostics;
 using System.Text.Json;
 using System.Text.Json.Nodes;

@@ -13,6 +13,7 @@
 // (lib/Experiments/EpsSweepReport.cs).
 //   dotnet run scripts/eps-sweep.cs            -> results/eps-sweep/
 //   dotnet run scripts/eps-sweep.cs --smoke    -> a temporary folder, seconds
+using Carso.IO;
 using Carso.Attacks;
 using Carso.Data;
 using Carso.Defence;

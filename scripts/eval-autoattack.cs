@@ -5,6 +5,7 @@
 // 1000 test points. Resumable: a killed run continues from its state file.
 //   dotnet run scripts/eval-autoattack.cs            -> results/eval-autoattack/
 //   dotnet run scripts/eval-autoattack.cs --smoke    -> a temporary folder, seconds
+using Carso.IO;
 using Carso.Attacks;
 using Carso.Data;
 using Carso.Evaluation;

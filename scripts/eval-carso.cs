@@ -13,6 +13,7 @@
 // set Points = 1000 and Protocol = new CarsoProtocolSettings(SquareQueries: 5000).
 //   dotnet run scripts/eval-carso.cs            -> results/eval-carso/
 //   dotnet run scripts/eval-carso.cs --smoke    -> a temporary folder, seconds
+using Carso.IO;
 using System.Text.Json;
 using Carso.Attacks;
 using Carso.Data;

@@ -5,6 +5,7 @@
 // (lib/Experiments), from the metrics its record holds.
 //   dotnet run scripts/figures.cs            -> figures over results/<script>/, the table in README.md
 //   dotnet run scripts/figures.cs --smoke    -> reads results/, writes everything to a temporary folder
+using Carso.IO;
 using Carso.Evaluation;
 using Carso.Experiments;
 using Carso.Reporting;

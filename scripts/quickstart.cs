@@ -6,6 +6,7 @@
 // train-classifier.cs, train-carso.cs, eval-autoattack.cs and eval-carso.cs.
 //   dotnet run scripts/quickstart.cs            -> results/quickstart/
 //   dotnet run scripts/quickstart.cs --smoke    -> a temporary folder, seconds
+using Carso.IO;
 using Carso.Attacks;
 using Carso.Data;
 using Carso.Defence;

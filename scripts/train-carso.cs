@@ -5,6 +5,7 @@
 // PGD-40 examples crafted against the classifier alone. Resumable.
 //   dotnet run scripts/train-carso.cs            -> results/train-carso/
 //   dotnet run scripts/train-carso.cs --smoke    -> a temporary folder, seconds
+using Carso.IO;
 using Carso.Attacks;
 using Carso.Data;
 using Carso.Defence;

@@ -4,6 +4,7 @@
 // PGD-20 accuracy on the full test set. Resumable: kill it and run it again, it continues from the last epoch.
 //   dotnet run scripts/train-classifier.cs            -> results/train-classifier/
 //   dotnet run scripts/train-classifier.cs --smoke    -> a temporary folder, seconds
+using Carso.IO;
 using Carso.Attacks;
 using Carso.Data;
 using Carso.Evaluation;

@@ -1,3 +1,4 @@
+using Carso.IO;
 using System.Text.Json;
 using Carso.Attacks;
 using Carso.Data;

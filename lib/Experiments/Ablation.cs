@@ -1,3 +1,4 @@
+using Carso.IO;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using Carso.Attacks;

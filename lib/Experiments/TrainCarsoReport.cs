@@ -1,3 +1,5 @@
+using Carso.Training;
+using Carso.IO;
 using System.Text.Json;
 using Carso.Defence;
 using Carso.Reporting;

@@ -1,3 +1,4 @@
+using Carso.IO;
 using Carso.Evaluation;
 using Carso.Reporting;
 

@@ -1,3 +1,4 @@
+using Carso.IO;
 using System.Diagnostics;
 using Carso.Reporting;
 using static TorchSharp.torch;

@@ -1,3 +1,4 @@
+using Carso.IO;
 using Carso.Attacks;
 using Carso.Defence;
 using Carso.Models;

@@ -1,13 +1,12 @@
 using System.Buffers.Binary;
 using System.Collections;
 using System.Text.Json;
-using Carso.Reporting;
 using TorchSharp;
 using TorchSharp.PyBridge;
 using static TorchSharp.torch;
 using Module = TorchSharp.torch.nn.Module;
 
-namespace Carso.Training;
+namespace Carso.IO;
 
 /// <summary>What an import copied: the names loaded, and (only possible with strict = false) the names the
 /// model has and the file lacks (left as they were) and the names the file has and the model lacks (ignored).</summary>

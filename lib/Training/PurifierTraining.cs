@@ -1,12 +1,13 @@
+using Carso.Defence;
+using Carso.IO;
 using Carso.Attacks;
 using Carso.Data;
 using Carso.Evaluation;
 using Carso.Models;
-using Carso.Training;
 using TorchSharp;
 using static TorchSharp.torch;
 
-namespace Carso.Defence;
+namespace Carso.Training;
 
 /// <summary>
 /// Settings of purifier training (CARSO). Defaults follow the reference recipe scaled to Fashion-MNIST on a CPU:

@@ -1,9 +1,8 @@
 using System.Text.Json;
 using System.Text.Json.Nodes;
-using Carso.Reporting;
 using static TorchSharp.torch;
 
-namespace Carso.Training;
+namespace Carso.IO;
 
 /// <summary>How to write and read the optimiser-side state of a run (optimiser, Lookahead, ...).</summary>
 public sealed record OptimizerState(Action<BinaryWriter> Save, Action<BinaryReader> Load);

@@ -1,3 +1,4 @@
+using Carso.IO;
 using Carso.Training;
 using TorchSharp;
 using TorchSharp.Modules;

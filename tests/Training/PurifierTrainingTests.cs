@@ -1,3 +1,5 @@
+using Carso.Training;
+using Carso.IO;
 using Carso.Attacks;
 using Carso.Defence;
 using static TorchSharp.torch;

@@ -1,4 +1,4 @@
-namespace Carso.Training;
+namespace Carso.IO;
 
 /// <summary>
 /// A state-dict file that does not fit a model: tensors the model has and the file lacks (missing), tensors

@@ -1,13 +1,12 @@
+using Carso.Defence;
 using System.Security.Cryptography;
 using System.Text;
 using System.Text.Json;
 using Carso.Models;
-using Carso.Reporting;
-using Carso.Training;
 using TorchSharp;
 using static TorchSharp.torch;
 
-namespace Carso.Defence;
+namespace Carso.IO;
 
 /// <summary>
 /// Everything a purifier checkpoint needs besides its weights: the settings and shapes to rebuild it, the

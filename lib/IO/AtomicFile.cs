@@ -1,4 +1,4 @@
-namespace Carso.Reporting;
+namespace Carso.IO;
 
 /// <summary>Writes whole files so that a reader (or a killed run) sees the old file or the new one, never half of one.</summary>
 public static class AtomicFile

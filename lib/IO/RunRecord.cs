@@ -2,7 +2,7 @@ using System.Text.Json;
 using System.Text.Json.Nodes;
 using System.Text.Json.Serialization;
 
-namespace Carso.Reporting;
+namespace Carso.IO;
 
 /// <summary>
 /// One JSON document per run, written by every script: what ran (script, settings, seed), on what

@@ -1,3 +1,4 @@
+using Carso.IO;
 using Carso.Defence;
 using Carso.Models;
 using Carso.Training;
