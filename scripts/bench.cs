@@ -69,7 +69,8 @@ var labels = test.Labels.to(run.Device);
 Console.WriteLine($"data: the first {points} Fashion-MNIST test images ({dataFolder})");
 
 // ---- memory: the hot loop of APGD-EOT on end-to-end CARSO, first (so the peak is the loop's own) ----
-var memory = Bench.MemoryLoop(carso.With(new CarsoSettings(Samples: settings.GradSamples, Differentiable: true)).AsModel(),
+using var latentGenerator = Seeds.Generator(seed, "bench/latents", run.Device); // CARSO's latents: explicit randomness
+var memory = Bench.MemoryLoop(carso.With(new CarsoSettings(Samples: settings.GradSamples, Differentiable: true)).AsModel().Bind(latentGenerator),
     images.narrow(0, 0, settings.MemoryPoints), labels.narrow(0, 0, settings.MemoryPoints), settings);
 Console.WriteLine($"memory: APGD-CE hot loop on CARSO (N {settings.GradSamples}, EOT {settings.MemoryEotIter}, {settings.MemoryPoints} points), " +
                   $"RSS {memory.RssAtFirstCheck:F0} MiB at iteration {memory.FirstCheck}, {memory.RssAtLast:F0} MiB at {memory.Iterations}: " +
@@ -109,9 +110,9 @@ foreach (var b in settings.BatchSizes)
     foreach (var n in settings.InferenceSamples)
     {
         var defended = carso.With(new CarsoSettings(Samples: n));
-        operations.Add(new($"carso-infer-n{n}", b, b, $"CARSO inference, no_grad, N = {n}, peel", () => defended.Forward(x)));
+        operations.Add(new($"carso-infer-n{n}", b, b, $"CARSO inference, no_grad, N = {n}, peel", () => defended.Forward(x, generator: latentGenerator)));
     }
-    var endToEnd = carso.With(new CarsoSettings(Samples: settings.GradSamples, Differentiable: true)).AsModel();
+    var endToEnd = carso.With(new CarsoSettings(Samples: settings.GradSamples, Differentiable: true)).AsModel().Bind(latentGenerator);
     operations.Add(new($"carso-grad-n{settings.GradSamples}", b, b, $"CARSO end to end, forward + backward to the input, N = {settings.GradSamples}",
         () => Pgd.InputGradient(endToEnd, x, y)));
     operations.Add(new("purifier-step", b, b, "PurifierTraining.Step alone (Adam in Lookahead) on a precomputed mixed batch",

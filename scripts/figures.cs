@@ -36,7 +36,7 @@ Console.WriteLine($"run records: {string.Join(", ", records.Keys)}");
 var drawn = new List<string>();
 foreach (var (folder, record) in records)
 {
-    if (!Reports.ByScript.TryGetValue(record.Script, out var figures))
+    if (Reports.For(record) is not { } figures)
     {
         Console.WriteLine($"no report for script '{record.Script}' ({folder}/run.json): nothing to draw");
         continue;

@@ -29,7 +29,7 @@ if (run.Smoke)
         Classifier = settings.Classifier with { Epochs = 1, AttackSteps = 2, EvalPoints = 64, EvalPgdSteps = 2 },
         Purifier = settings.Purifier with { Epochs = 1, PgdSteps = 2, EvalPoints = 32, EvalPgdSteps = 2, BatchSize = 64 },
         ClassifierAttacks = AutoAttackSettings.Smoke,
-        CarsoProtocol = CarsoProtocolSettings.Smoke,
+        CarsoProtocol = CarsoProtocolSettings.Smoke with { SquareQueries = 0 },
         BatchSize = 12,
     };
 var seed = run.SeedOverride ?? settings.Seed;
@@ -78,58 +78,58 @@ PurifierCheckpoint.Save(run.Output("purifier-smallcnn-fmnist.safetensors"), puri
 times["train purifier"] = Lap();
 
 // ---- 3. the classifier under AutoAttack standard --------------------------------------------------
-var classifierEval = RobustEvaluation.Run(classifier.call, test, threat, AutoAttack.Standard(threat, settings.ClassifierAttacks),
-    settings.BatchSize, seed, run.Output("classifier-autoattack.json"), line => Console.WriteLine("  " + line), device: run.Device);
+var options = new EvaluationOptions(seed, settings.BatchSize, run.Device, Log: line => Console.WriteLine("  " + line));
+var classifierEval = ProtocolEvaluation.Run(classifier.call, test,
+    Protocol.Of("autoattack-standard", threat, m => AutoAttack.Standard(threat, settings.ClassifierAttacks, m)),
+    options with { StateDir = run.Output("classifier-attacks") });
+using var transfer = new TransferSet("(the classifier's AutoAttack examples)", new TransferSetSpec(threat.Norm.ToString(), threat.Eps,
+    test.Name, (int)test.Count, "SmallCnn", PurifierCheckpoint.Fingerprint(classifier), "AutoAttack standard (quickstart)"),
+    classifierEval.WorstCaseImages!, test.Labels.clone());
 times["attack classifier"] = Lap();
 
 // ---- 4. CARSO under AutoAttack rand, PGD+EOT and the adaptive attacks -----------------------------
 var carso = new CarsoModel(classifier, purifier, settings.Layers, settings.Defence);
-using var transfer = RobustEvaluation.LoadAdversarial(run.Output("classifier-autoattack.json"), test);
-var carsoEval = CarsoEvaluation.Run(carso, test, threat, settings.CarsoProtocol, transfer, run.Output("carso-attacks"), seed,
-    settings.BatchSize, Console.WriteLine, run.Device);
+var carsoEval = ProtocolEvaluation.Run(carso.AsModel(), test, CarsoProtocol.Build(carso, threat, settings.CarsoProtocol, transfer),
+    options with { StateDir = run.Output("carso-attacks") });
+var carsoDiagnostics = CarsoProtocol.Diagnose(carso, test, carsoEval, settings.CarsoProtocol, options);
+carsoEval.WorstCaseImages?.Dispose();
 times["attack CARSO"] = Lap();
 
 // ---- table and figures ----------------------------------------------------------------------------
 var rows = new List<ResultRow>
 {
     new("classifier", "clean", classifierEval.Clean),
-    new("classifier", "AutoAttack standard", classifierEval.Robust),
+    new("classifier", "AutoAttack standard", classifierEval.WorstCase),
     new("CARSO", "clean", carsoEval.Clean),
 };
-rows.AddRange(carsoEval.Groups.Select(g => new ResultRow("CARSO", g.Name, g.Robust)));
+rows.AddRange(carsoEval.Families.Select(g => new ResultRow("CARSO", g.Name, g.Robust)));
 rows.Add(new ResultRow("CARSO", "worst case over all", carsoEval.WorstCase));
 Console.WriteLine();
 Console.WriteLine($"Fashion-MNIST, {threat}, REDUCED budgets (see above), seed {seed}:");
 Console.Write(ResultTable.Text(rows));
 File.WriteAllText(run.Output("table.md"), ResultTable.Markdown(rows));
-Console.WriteLine($"CARSO diagnostics: {(carsoEval.Diagnostics.AllClear ? "all clear" : string.Join("; ", carsoEval.Diagnostics.Warnings))}; " +
-                  $"accuracy at eps {carsoEval.Diagnostics.LargeEps}: {carsoEval.Diagnostics.LargeEpsAccuracy}");
+Console.WriteLine($"CARSO diagnostics: {(carsoDiagnostics.AllClear ? "all clear" : string.Join("; ", carsoDiagnostics.Warnings))}; " +
+                  $"accuracy at eps {carsoDiagnostics.LargeEps}: {carsoDiagnostics.LargeEpsAccuracy}");
 Console.WriteLine("full protocol: dotnet run scripts/eval-carso.cs (AutoAttack rand and PGD+EOT at EOT 20, on 1000 points)");
 
-Gallery reconstructions;
-using (var scope = NewDisposeScope())
-using (no_grad())
+// Clean and classifier-AutoAttack inputs, each followed by 4 purified samples (seeded).
+const int gallerySamples = 4;
+var shown = (int)Math.Min(4, test.Count);
+var galleryCarso = carso.With(carso.Settings with { Samples = gallerySamples });
+var gallery = new List<Tensor>();
+var galleryLabels = new List<string>();
+using var galleryGenerator = Seeds.Generator(seed, "quickstart/gallery", run.Device);
+foreach (var (images, kind) in new[] { (test.Images, "clean"), (transfer.Images, "AA") })
 {
-    // Clean and classifier-AutoAttack inputs, each followed by 4 purified samples (seeded).
-    const int samples = 4;
-    var shown = (int)Math.Min(4, test.Count);
-    var gallery = new List<Tensor>();
-    var labels = new List<string>();
-    using var generator = new Generator((ulong)seed, run.Device);
-    foreach (var (images, kind) in new[] { (test.Images, "clean"), (transfer, "AA") })
+    var x = images.narrow(0, 0, shown).to(run.Device);
+    var decoded = galleryCarso.Reconstructions(x, galleryGenerator);
+    for (var i = 0; i < shown; i++)
     {
-        var x = images.narrow(0, 0, shown).to(run.Device);
-        var c = purifier.Condition(Representation.Capture(classifier, settings.Layers, x).Layers).repeat_interleave(samples, 0);
-        var decoded = purifier.Decode(randn(shown * samples, settings.PurifierSize.LatentSize, device: run.Device, generator: generator), c)
-            .view(shown, samples, 1, 28, 28);
-        for (var i = 0; i < shown; i++)
-        {
-            gallery.Add(cat([x[i].unsqueeze(0), decoded[i]]).cpu());
-            labels.Add($"{kind}: {test.Classes[(int)test.Labels[i].item<long>()]}");
-        }
+        gallery.Add(cat([x[i].unsqueeze(0), decoded[i]]).cpu());
+        galleryLabels.Add($"{kind}: {test.Classes[(int)test.Labels[i].item<long>()]}");
     }
-    reconstructions = Gallery.Of(cat(gallery), 1 + samples, labels, "input, then 4 CARSO reconstructions", cellPixels: 60);
 }
+var reconstructions = Gallery.Of(cat(gallery), 1 + gallerySamples, galleryLabels, "input, then 4 CARSO reconstructions", cellPixels: 60);
 var peakMiB = ProcessStats.PeakRssMiB();
 Console.WriteLine($"time: {string.Join(", ", times.Select(t => $"{t.Key} {t.Value:F0} s"))}; total {run.Clock.Elapsed.TotalSeconds:F0} s; " +
                   $"peak memory {peakMiB:F0} MiB");
@@ -140,8 +140,8 @@ var record = run.Finish(settings, seed, new
     rows,
     classifierTraining = classifierResult.History,
     purifierTraining = purifierResult.History,
-    classifierStages = classifierEval.Stages,
-    carso = new { carsoEval.Clean, carsoEval.Groups, carsoEval.WorstCase, carsoEval.Diagnostics },
+    classifierStages = classifierEval.Families[0].Stages,
+    carso = new { carsoEval.Clean, Groups = carsoEval.Families, carsoEval.WorstCase, Diagnostics = carsoDiagnostics },
     seconds = times,
     peakMemoryMiB = peakMiB,
     galleries = new Dictionary<string, Gallery> { ["reconstructions"] = reconstructions },
@@ -174,7 +174,7 @@ record Settings
     public int TestPoints { get; init; } = 200;
     public AutoAttackSettings ClassifierAttacks { get; init; } = new(ApgdIterations: 50, FabIterations: 50, NTargetClasses: 3, SquareQueries: 500);
     public CarsoProtocolSettings CarsoProtocol { get; init; } = new(ApgdIterations: 20, EotIter: 2, PgdSteps: 40, PgdStepSize: 0.01,
-        LargeEpsIterations: 10);
+        SquareQueries: 0, LargeEpsIterations: 10);
     public int BatchSize { get; init; } = 100;
     public long Seed { get; init; } = 0;
 }

@@ -60,7 +60,9 @@ Console.WriteLine($"purifier: {purifierPath}");
 
 // ---- the clean-accuracy toll and transfer robustness on the test set -----------------------------
 purifier.eval();
-var defended = new CarsoModel(classifier, purifier, settings.Layers, settings.Training.Defence).AsModel();
+var carso = new CarsoModel(classifier, purifier, settings.Layers, settings.Training.Defence);
+using var latentGenerator = Seeds.Generator(seed, "train-carso/test", run.Device); // CARSO's latents: explicit randomness
+var defended = carso.AsModel().Bind(latentGenerator);
 var pgd = new PgdSettings(settings.Training.Threat, settings.TestPgdSteps, settings.Training.PgdStepSize);
 using var adversarial = PurifierTraining.TransferSet(classifier.call, test, pgd, 500, run.Device);
 Accuracy Measure(Func<Tensor, Tensor> model, Dataset data) => Evaluate.ToAccuracy(Evaluate.PerPointCorrect(model, data, 500, device: run.Device));
@@ -86,14 +88,12 @@ using (no_grad())
     var y = test.Labels.narrow(0, 0, shown);
     var rows = new List<Tensor>();
     var labels = new List<string>();
-    using var generator = new Generator((ulong)seed, run.Device);
+    using var generator = Seeds.Generator(seed, "train-carso/gallery", run.Device);
+    var galleryCarso = carso.With(carso.Settings with { Samples = samples });
     foreach (var (input, kind) in new[] { (x, "clean"), (xAdv, "PGD") })
     {
         // N purified samples per input, as CARSO draws them: z ~ N(0, I), decoded with the input's conditioning.
-        var condition = purifier.Condition(Representation.Capture(classifier, settings.Layers, input).Layers)
-            .repeat_interleave(samples, 0);
-        var decoded = purifier.Decode(randn(shown * samples, settings.Purifier.LatentSize, device: run.Device, generator: generator), condition)
-            .view(shown, samples, 1, 28, 28);
+        var decoded = galleryCarso.Reconstructions(input, generator);
         for (var i = 0; i < shown; i++)
         {
             var predicted = classifier.call(cat([input[i].unsqueeze(0), decoded[i]])).argmax(1).cpu().data<long>().ToArray();

@@ -68,17 +68,21 @@ public sealed class CarsoModel
     /// <summary>The same classifier and purifier with other settings (e.g. Differentiable for an end-to-end attack).</summary>
     public CarsoModel With(CarsoSettings settings) => new(Classifier, Purifier, LayerNames, settings);
 
-    /// <summary>The defence as the model attacks and evaluations take: x [B, C, H, W] -> outputs [B, K].</summary>
-    public Func<Tensor, Tensor> AsModel() => x => Forward(x);
+    /// <summary>The defence as evaluations take it: (x [B, C, H, W], generator) -> outputs [B, K], its latents drawn
+    /// from the generator; <c>AsModel().Bind(generator)</c> is the function attacks take.</summary>
+    public StochasticModel AsModel() => (x, generator) => Forward(x, generator: generator);
 
     /// <summary>
     /// Latents for a batch of <paramref name="batch"/> points: [batch * N, LatentSize], rows b * N .. b * N + N - 1
-    /// for point b; zeros when Deterministic, else N(0, I) from <paramref name="generator"/> (global when null).
+    /// for point b; zeros when Deterministic, else N(0, I) from <paramref name="generator"/>, which the sampled
+    /// defence requires: its randomness is explicit, never torch's global generator.
     /// </summary>
     public Tensor Latents(long batch, Generator? generator = null, Device? device = null)
     {
         long[] shape = [batch * Settings.Samples, Purifier.Settings.LatentSize];
-        return Settings.Deterministic ? zeros(shape, device: device) : randn(shape, device: device, generator: generator);
+        if (Settings.Deterministic) return zeros(shape, device: device);
+        return randn(shape, device: device, generator: generator
+            ?? throw new ArgumentNullException(nameof(generator), "the sampled CARSO defence draws its latents from an explicit generator; pass one (or z)"));
     }
 
     /// <summary>
@@ -110,12 +114,27 @@ public sealed class CarsoModel
     /// <summary>One pass: x [b, C, H, W], latents [b * N, LatentSize] -> logits [b, K, N].</summary>
     Tensor Reconstruct(Tensor x, Tensor latents, long n)
     {
-        var b = x.shape[0];
+        var logits = Classifier.call(Decode(x, latents, n));                      // [b * N, K]
+        return logits.view(x.shape[0], n, -1).transpose(1, 2);                     // [b, K, N]
+    }
+
+    /// <summary>The purifier's reconstructions of x [b, C, H, W] from latents [b * N, LatentSize]: [b * N, C, H, W].</summary>
+    Tensor Decode(Tensor x, Tensor latents, long n)
+    {
         var (_, layers) = Representation.Capture(Classifier, LayerNames, x);
         var c = Purifier.Condition(layers).repeat_interleave(n, dim: 0);          // [b * N, Cond]
-        var reconstructions = Purifier.Decode(latents.to(c.dtype, c.device), c); // [b * N, C, H, W]
-        var logits = Classifier.call(reconstructions);                             // [b * N, K]
-        return logits.view(b, n, -1).transpose(1, 2);                              // [b, K, N]
+        return Purifier.Decode(latents.to(c.dtype, c.device), c);                 // [b * N, C, H, W]
+    }
+
+    /// <summary>The N reconstructions the defence classifies, for galleries: x [B, C, H, W] -> [B, N, C, H, W] (no gradient),
+    /// latents from <paramref name="generator"/> as in <see cref="Latents"/>.</summary>
+    public Tensor Reconstructions(Tensor x, Generator? generator = null)
+    {
+        using var scope = NewDisposeScope();
+        using var noGrad = no_grad();
+        var n = (long)Settings.Samples;
+        var decoded = Decode(x, Latents(x.shape[0], generator, x.device), n);
+        return decoded.view([x.shape[0], n, .. decoded.shape[1..]]).MoveToOuterDisposeScope();
     }
 
     /// <summary>Aggregated outputs [B, K] of x [B, C, H, W]; z and generator as in <see cref="SampleLogits"/>.</summary>

@@ -1,5 +1,7 @@
 using Carso.Attacks;
 using Carso.Data;
+using Carso.Models;
+using Carso.Runtime;
 using static TorchSharp.torch;
 
 namespace Carso.Evaluation;
@@ -54,34 +56,85 @@ public static class Diagnostics
         return grad.flatten(1).eq(0).all(1).to_type(ScalarType.Float32).mean().item<float>();
     }
 
-    /// <summary>Robust accuracy of a single attack at each budget, on the same points.</summary>
-    public static IReadOnlyList<CurvePoint> Curve(Func<Tensor, Tensor> model, Dataset data, IEnumerable<double> budgets,
-        Func<double, NamedAttack> attackAt, long seed, int batchSize, Device? device = null) =>
+    /// <summary>Robust accuracy of a single attack at each budget, on the same points (through the evaluation driver).</summary>
+    public static IReadOnlyList<CurvePoint> Curve(Func<Tensor, Tensor> model, Dataset data, Threat threat, IEnumerable<double> budgets,
+        Func<double, (Threat Threat, NamedAttack Attack)> attackAt, long seed, int batchSize, Device? device = null) =>
         budgets.Select(budget =>
         {
-            var attack = attackAt(budget);
-            var batch = 0;
-            var correct = Evaluate.PerPointCorrect(model, data, batchSize, (m, x, y) =>
-            {
-                using var generator = new Generator((ulong)RobustEvaluation.BatchSeed(seed, 99, batch++), x.device);
-                return attack.Run(m, x, y, generator);
-            }, device);
-            var accuracy = Evaluate.ToAccuracy(correct);
-            correct.Dispose();
-            return new CurvePoint(budget, accuracy);
+            var (t, attack) = attackAt(budget);
+            var protocol = new Protocol($"curve-{budget:G4}", t, [new AttackFamily(attack.Name, attack.Name, _ => [attack])]);
+            var result = ProtocolEvaluation.Run(model, data, protocol, new EvaluationOptions(seed, batchSize, device));
+            result.WorstCaseImages?.Dispose();
+            return new CurvePoint(budget, result.WorstCase);
         }).ToArray();
 
     /// <summary>True when robust accuracy never rises as the budget grows.</summary>
     public static bool NonIncreasing(IReadOnlyList<CurvePoint> curve) =>
         curve.Zip(curve.Skip(1)).All(p => p.Second.Robust.Correct <= p.First.Robust.Correct);
 
+    // ---- named checks: each looks at one thing and says, in plain words, what is wrong --------------------------
+
+    /// <summary>Non-finite logits or gradients met by the attacks (they blind sign-step attacks).</summary>
+    public static string? NonFiniteDuringAttacks(AttackMonitor.Counts m) =>
+        m.NonFiniteLogits > 0 || m.NonFiniteGradients > 0
+            ? $"non-finite values met during the attacks: {m.NonFiniteLogits} logits, {m.NonFiniteGradients} gradients " +
+              "(attacks may have been blinded: check the model's numerics, e.g. saturating outputs)"
+            : null;
+
+    /// <summary>More than <paramref name="tolerance"/> of the per-example gradients exactly zero: gradient masking.</summary>
+    public static string? ZeroGradients(AttackMonitor.Counts m, double tolerance = 0.05) =>
+        m.GradientEvaluations > 0 && m.ZeroGradients > tolerance * m.GradientEvaluations
+            ? $"{m.ZeroGradients} of {m.GradientEvaluations} per-example gradients exactly zero (gradient masking?)"
+            : null;
+
+    /// <summary>Non-finite outputs of the judged model (e.g. a saturating aggregation), clean or adversarial.</summary>
+    public static string? NonFiniteOutputs(ProtocolResult result)
+    {
+        var adversarial = result.Families.Sum(f => f.NonFiniteOutputs);
+        return result.NonFiniteCleanOutputs > 0 || adversarial > 0
+            ? $"the model's outputs were non-finite at {result.NonFiniteCleanOutputs} clean and {adversarial} adversarial points"
+            : null;
+    }
+
+    /// <summary>Square (black-box), as a family of its own, leaving fewer points than the strongest white-box family.</summary>
+    public static (int? ExtraBroken, string? Warning) SquareVersusWhiteBox(ProtocolResult result, string squareFamily = "square")
+    {
+        var square = result.Families.FirstOrDefault(f => f.Name == squareFamily);
+        var whiteBox = result.Families.Where(f => f.Name != squareFamily && f.Name != Protocol.TransferName).ToArray();
+        if (square is null || whiteBox.Length == 0) return (null, null);
+        var best = whiteBox.MinBy(f => f.Robust.Correct)!;
+        var extra = (int)(best.Robust.Correct - square.Robust.Correct);
+        return (extra, 100.0 * extra / square.Robust.N > SquareTolerancePoints
+            ? $"Square (black-box) leaves {square.Robust}, below the strongest white-box family {best.Name} ({best.Robust}): gradient masking"
+            : null);
+    }
+
+    /// <summary>Accuracy at a budget that can turn any image into any other must be at chance or below.</summary>
+    public static string? LargeEpsAboveChance(Accuracy atLargeEps, double largeEps, double chance, double slack = 0) =>
+        atLargeEps.Value > chance + slack
+            ? $"accuracy at eps {largeEps} is {atLargeEps}, above chance ({100 * chance:F0}%): the attacks do not reach the model"
+            : null;
+
+    /// <summary>Largest difference between the outputs of passes with different generators: 0 for a deterministic model.</summary>
+    public static double SampledDisagreement(StochasticModel model, Tensor x, long seed, int passes = 5)
+    {
+        using var scope = NewDisposeScope();
+        using var noGrad = no_grad();
+        var outputs = Enumerable.Range(0, passes).Select(p =>
+        {
+            using var g = Seeds.Generator(seed, "randomness-check", x.device, p);
+            return model(x, g);
+        }).ToArray();
+        return outputs.Skip(1).Select(o => (o - outputs[0]).abs().max().item<float>()).DefaultIfEmpty(0).Max();
+    }
+
     /// <summary>
-    /// Runs every check. data: the evaluated points; result: the evaluation (for Square's extra breaks);
-    /// attackAt(threat, iterations): a strong white-box attack (APGD-CE) used for the eps and iteration curves
-    /// and the large-eps check.
+    /// The AutoAttack checks of a deterministic classifier, in one report. data: the evaluated points; result: its
+    /// evaluation (one family, e.g. AutoAttack standard); attackAt(threat, iterations): a strong white-box attack (APGD-CE)
+    /// for the eps and iteration curves and the large-eps check, run on the first checkPoints points.
     /// </summary>
     public static DiagnosticsReport Run(
-        Func<Tensor, Tensor> model, Dataset data, EvaluationResult result, Func<Threat, int, NamedAttack> attackAt,
+        Func<Tensor, Tensor> model, Dataset data, ProtocolResult result, Func<Threat, int, NamedAttack> attackAt,
         string? squareName = "square", double largeEps = 0.5, int checkPoints = 200, long seed = 0, int batchSize = 500,
         Device? device = null, int iterations = 100)
     {
@@ -90,13 +143,10 @@ public static class Diagnostics
         using var scope = NewDisposeScope();
         var x = subset.Images.to(device);
         var y = subset.Labels.to(device);
-        var warnings = new List<string>();
-        var m = result.Monitor;
-        if (m.NonFiniteLogits > 0 || m.NonFiniteGradients > 0)
-            warnings.Add($"non-finite values met during the attacks: {m.NonFiniteLogits} logits, {m.NonFiniteGradients} gradients " +
-                         "(attacks may have been blinded: check the model's numerics, e.g. saturating outputs)");
-        if (result.NonFiniteAdversarialValues > 0)
-            warnings.Add($"{result.NonFiniteAdversarialValues} non-finite values in the adversarial images");
+        var m = result.Families.Aggregate(new AttackMonitor.Counts(0, 0, 0, 0), (a, f) => new AttackMonitor.Counts(
+            a.NonFiniteLogits + f.Monitor.NonFiniteLogits, a.NonFiniteGradients + f.Monitor.NonFiniteGradients,
+            a.ZeroGradients + f.Monitor.ZeroGradients, a.GradientEvaluations + f.Monitor.GradientEvaluations));
+        var warnings = new List<string?> { NonFiniteDuringAttacks(m), NonFiniteOutputs(result) };
 
         var disagreement = LogitDisagreement(model, x);
         var stochastic = disagreement > 1e-6;
@@ -109,35 +159,34 @@ public static class Diagnostics
             warnings.Add($"{100 * zeroFraction:F1}% of points have an exactly zero input gradient: gradient masking " +
                          "(e.g. quantisation or saturation); trust black-box results (Square) over white-box ones");
 
-        var classes = data.Classes.Count;
-        var chance = 1.0 / classes;
-        var large = Curve(model, subset, [largeEps], e => attackAt(result.Threat with { Eps = e }, iterations), seed, batchSize, device)[0];
-        var largeOk = large.Robust.Value <= chance;
-        if (!largeOk)
-            warnings.Add($"at eps {largeEps} robust accuracy is {large.Robust}, above chance ({100 * chance:F1}%): " +
-                         "the attack is failing, not the model succeeding");
+        var chance = 1.0 / data.Classes.Count;
+        var threat = result.Threat;
+        (Threat, NamedAttack) AtEps(double e) => (threat with { Eps = e }, attackAt(threat with { Eps = e }, iterations));
+        var large = Curve(model, subset, threat, [largeEps], AtEps, seed, batchSize, device)[0];
+        var largeWarning = LargeEpsAboveChance(large.Robust, largeEps, chance);
+        warnings.Add(largeWarning);
 
-        var squareStage = result.Stages.FirstOrDefault(s => s.Attack == squareName);
+        var stages = result.Families.SelectMany(f => f.Stages).ToArray();
+        var squareStage = stages.FirstOrDefault(s => s.Attack == squareName);
         var squareExtra = squareStage is null ? 0 : 100.0 * squareStage.PointsBroken / Math.Max(1, result.Points.Count);
         var squareStronger = squareExtra > SquareTolerancePoints;
         if (squareStronger)
             warnings.Add($"Square broke {squareExtra:F2} points (%) that the white-box attacks could not (> {SquareTolerancePoints}): gradient masking");
 
-        var eps = result.Threat.Eps;
-        var epsCurve = Curve(model, subset, [0, eps / 4, eps / 2, eps, 2 * eps],
-            e => attackAt(result.Threat with { Eps = e }, iterations), seed, batchSize, device);
+        var eps = threat.Eps;
+        var epsCurve = Curve(model, subset, threat, [0, eps / 4, eps / 2, eps, 2 * eps], AtEps, seed, batchSize, device);
         var monotoneEps = NonIncreasing(epsCurve);
         if (!monotoneEps)
             warnings.Add("robust accuracy rises with eps somewhere: " + string.Join(", ", epsCurve.Select(p => $"eps {p.Budget:G3}: {100 * p.Robust.Value:F1}%")));
 
-        var iterationCurve = Curve(model, subset, [1, 10, iterations],
-            k => attackAt(result.Threat, (int)k), seed, batchSize, device);
+        var iterationCurve = Curve(model, subset, threat, [1, 10, iterations], k => (threat, attackAt(threat, (int)k)), seed, batchSize, device);
         var monotoneIterations = NonIncreasing(iterationCurve);
         if (!monotoneIterations)
             warnings.Add("robust accuracy rises with attack iterations somewhere: " +
                          string.Join(", ", iterationCurve.Select(p => $"{p.Budget} iterations: {100 * p.Robust.Value:F1}%")));
 
-        return new DiagnosticsReport(m, stochastic, disagreement, zeroFraction, largeEps, large.Robust, chance, largeOk,
-            squareExtra, squareStronger, epsCurve, monotoneEps, iterationCurve, monotoneIterations, warnings);
+        return new DiagnosticsReport(m, stochastic, disagreement, zeroFraction, largeEps, large.Robust, chance, largeWarning is null,
+            squareExtra, squareStronger, epsCurve, monotoneEps, iterationCurve, monotoneIterations,
+            warnings.OfType<string>().ToArray());
     }
 }

@@ -1,121 +1,137 @@
-using Carso.IO;
-using System.Text.Json;
-using System.Text.Json.Nodes;
 using Carso.Attacks;
 using Carso.Data;
+using Carso.Defence;
 using Carso.Evaluation;
+using Carso.IO;
+using Carso.Models;
 using Carso.Reporting;
+using Carso.Runtime;
 using static TorchSharp.torch;
 
 namespace Carso.Experiments;
 
-/// <summary>One attack family's result: robust accuracy on its own (clean-correct and not broken), its time, and
-/// the gradient diagnostics of its attacks (zero gradients reveal an aggregation that masks them).</summary>
-public sealed record FamilyAccuracy(string Name, string Description, Accuracy Robust, double Seconds, AttackMonitor.Counts Monitor);
+/// <summary>
+/// The budget every ablation and sweep shares. Each variant is judged clean on the first CleanPoints test points and
+/// attacked on the first RobustPoints with the CARSO protocol (Protocol), after transfer of the classifier's committed
+/// AutoAttack examples when Transfer. The defaults are the published protocol on 1000 points: a script states only what
+/// it reduces, and <see cref="Budget.Describe"/> turns that into the "reduced" text of its header, record and README row.
+/// </summary>
+public sealed record AblationBudget(
+    int CleanPoints = 1000,
+    int RobustPoints = 1000,
+    double Eps = 0.1,
+    CarsoProtocolSettings? Protocol = null,
+    bool Transfer = true,
+    int BatchSize = 100,
+    long Seed = 0)
+{
+    public CarsoProtocolSettings Attacks => Protocol ?? CarsoProtocolSettings.Published;
+    public Threat Threat => Threat.Linf(Eps);
 
-/// <summary>Clean accuracy and robust accuracy per attack family on the same points, and the per-point worst case.</summary>
-public sealed record Robustness(Accuracy Clean, IReadOnlyList<FamilyAccuracy> Families, Accuracy WorstCase);
+    public static AblationBudget Published => new();
 
-/// <summary>One variant of an ablation (an aggregation, z = 0 or sampled, a training fraction): clean accuracy on the
-/// clean points, and robustness on the (fewer) attacked points.</summary>
-public sealed record VariantResult(string Name, string Description, Accuracy Clean, Robustness Robust);
+    /// <summary>Seconds-long budgets for --smoke.</summary>
+    public AblationBudget Smoke() => this with { CleanPoints = 16, RobustPoints = 8, BatchSize = 8, Protocol = Attacks with
+    {
+        // The same families, each with a token budget.
+        ApgdIterations = 2, EotIter = 1, PgdSteps = Math.Min(Attacks.PgdSteps, 2), PgdStepSize = 0.03,
+        SquareQueries = Math.Min(Attacks.SquareQueries, 5), LargeEpsIterations = 2,
+    } };
 
-/// <summary>An attack family to run: every point attacked by the attack Attack makes (aimed at whatever surrogate it
-/// wraps), judged by the model under evaluation. Attack takes the family's monitor, which counts zero and non-finite
-/// gradients (a zero gradient everywhere means the attack saw nothing, not that the model is robust).</summary>
-public sealed record AttackFamily(string Name, string Description, Func<AttackMonitor, NamedAttack> Attack);
+    /// <summary>Every departure from the published budget, generated.</summary>
+    public string Describe() => Budget.Describe(this with { Protocol = Attacks }, Published with { Protocol = CarsoProtocolSettings.Published });
+
+    public AblationBudget Validated() =>
+        CleanPoints < 1 ? throw new SettingsException("CleanPoints", $"must be >= 1, got {CleanPoints}")
+        : RobustPoints < 1 || RobustPoints > CleanPoints ? throw new SettingsException("RobustPoints", $"must be in [1, CleanPoints = {CleanPoints}], got {RobustPoints}")
+        : BatchSize < 1 ? throw new SettingsException("BatchSize", $"must be >= 1, got {BatchSize}")
+        : !(Eps > 0) || !double.IsFinite(Eps) ? throw new SettingsException("Eps", $"must be finite and > 0, got {Eps}")
+        : this;
+}
+
+/// <summary>What a variant's Make sees: the clean and attacked points, the budget, the classifier's transfer set (or
+/// null), the results of the variants before it (by name, prefixed "series/" outside the CARSO series), the device and
+/// the log.</summary>
+public sealed record VariantContext(Dataset Clean, Dataset Attacked, AblationBudget Budget, TransferSet? Transfer,
+    IReadOnlyDictionary<string, ProtocolResult> Prior, Device Device, Action<string> Log);
+
+/// <summary>A variant ready to evaluate: the model judged, its protocol, and numbers of its own (e.g. images/s).</summary>
+public sealed record VariantModel(StochasticModel Model, Protocol Protocol, IReadOnlyDictionary<string, double>? Extra = null);
+
+/// <summary>One variant of an ablation: its name, the series it belongs to (one line per series when X is numeric),
+/// its value of the varied setting, a description, and how to build it.</summary>
+public sealed record Variant(string Name, string Description, Func<VariantContext, VariantModel> Make, double? X = null, string Series = "CARSO");
+
+/// <summary>A family's result in an ablation record.</summary>
+public sealed record FamilySummary(string Name, string Description, Accuracy Robust, double Seconds, AttackMonitor.Counts Monitor, long NonFiniteOutputs);
+
+/// <summary>One variant's outcome: clean accuracy (CleanPoints), each family and the per-point worst case (RobustPoints).</summary>
+public sealed record VariantResult(string Name, string Series, double? X, string Description, Accuracy Clean, Accuracy AttackedClean,
+    IReadOnlyList<FamilySummary> Families, Accuracy WorstCase, IReadOnlyList<string> Warnings, IReadOnlyDictionary<string, double> Extra);
+
+/// <summary>Whether a series' worst case never rises with X (e.g. eps).</summary>
+public sealed record MonotonicityCheck(string Series, bool NonIncreasing, IReadOnlyList<string> Violations);
+
+/// <summary>The record of any ablation or sweep: what was varied, the budget (described), every variant.</summary>
+public sealed record AblationMetrics(string Title, string Varied, int CleanPoints, int RobustPoints, string Threat, string Budget,
+    IReadOnlyList<VariantResult> Variants, IReadOnlyList<MonotonicityCheck> Checks, IReadOnlyList<string> Notes);
 
 /// <summary>
-/// The small evaluation the ablations share: a reduced version of the CARSO protocol (CarsoEvaluation) where the
-/// caller picks the families. Each family runs on its own over all points; a point is robust when the judge
-/// classifies it correctly clean, on its transfer image, and after every family (per-point worst case).
+/// Runs an ablation: every variant through the one evaluation driver (<see cref="ProtocolEvaluation"/>) on the same
+/// points, then the record, table and figures (<see cref="VariantReport"/>). A script says what it varies and calls this.
 /// </summary>
 public static class Ablation
 {
-    public const string TransferName = "transfer";
+    /// <summary>CARSO with the budget's protocol and the transfer set: the usual VariantModel.</summary>
+    public static VariantModel Carso(VariantContext context, CarsoModel carso, IReadOnlyDictionary<string, double>? extra = null) =>
+        new(carso.AsModel(), CarsoProtocol.Build(carso, context.Budget.Threat, context.Budget.Attacks, context.Transfer), extra);
 
-    public static Robustness Evaluate(Func<Tensor, Tensor> judge, Dataset data, Threat threat, Tensor? transfer,
-        IReadOnlyList<AttackFamily> families, long seed, int batchSize, Device device, Action<string>? log = null)
+    public static RunRecord Run(ScriptRun run, object settings, long seed, string title, string varied, AblationBudget budget,
+        IReadOnlyList<Variant> variants, bool monotoneInX = false, IReadOnlyList<string>? notes = null)
     {
-        log ??= _ => { };
-        var n = (int)data.Count;
-        manual_seed(seed);
-        bool[] clean;
-        using (var cleanCorrect = Carso.Evaluation.Evaluate.PerPointCorrect(judge, data, batchSize, device: device))
-            clean = cleanCorrect.data<bool>().ToArray();
-        var robust = clean.ToArray();
-        var results = new List<FamilyAccuracy>();
-        if (transfer is not null)
+        budget = budget.Validated() with { Seed = seed };
+        var description = budget.Describe();
+        Console.WriteLine($"{title}: {description}");
+        using var clean = Committed.TestPoints(budget.CleanPoints);
+        using var attacked = clean.Take(budget.RobustPoints);
+        using var transfer = budget.Transfer ? Committed.TransferSet() : null;
+        var prior = new Dictionary<string, ProtocolResult>();
+        var threats = new List<string>();
+        var results = new List<VariantResult>();
+        var options = new EvaluationOptions(seed, budget.BatchSize, run.Device, Log: line => Console.WriteLine("  " + line));
+        foreach (var variant in variants)
         {
-            var clock = System.Diagnostics.Stopwatch.StartNew();
-            var transferSet = data with { Images = transfer }; // shares tensors: not disposed
-            manual_seed(seed + 1);
-            using var correct = Carso.Evaluation.Evaluate.PerPointCorrect(judge, transferSet, batchSize, device: device);
-            var survived = correct.data<bool>().ToArray().Zip(clean, (a, b) => a && b).ToArray();
-            for (var i = 0; i < n; i++) robust[i] &= survived[i];
-            results.Add(new FamilyAccuracy(TransferName, "transfer of the classifier's adversarial examples",
-                Accuracy.Of(survived.Count(s => s), n), clock.Elapsed.TotalSeconds, new AttackMonitor.Counts(0, 0, 0, 0)));
-            log($"  {TransferName}: {results[^1].Robust}");
+            Console.WriteLine($"---- {variant.Name}: {variant.Description} ----");
+            var made = variant.Make(new VariantContext(clean, attacked, budget, transfer, prior, run.Device, Console.WriteLine));
+            var (correct, _) = ProtocolEvaluation.Judge(made.Model, clean, clean.Images, options, "clean");
+            var cleanAccuracy = Accuracy.Of(correct.Count(c => c), correct.Length);
+            var result = ProtocolEvaluation.Run(made.Model, attacked, made.Protocol, options);
+            prior[variant.Series == "CARSO" ? variant.Name : $"{variant.Series}/{variant.Name}"] = result;
+            threats.Add(made.Protocol.Threat.ToString());
+            var monitor = result.Families.Select(f => f.Monitor).Aggregate(new AttackMonitor.Counts(0, 0, 0, 0), Add);
+            var warnings = new[] { Diagnostics.NonFiniteDuringAttacks(monitor), Diagnostics.ZeroGradients(monitor), Diagnostics.NonFiniteOutputs(result) }
+                .OfType<string>().ToArray();
+            results.Add(new VariantResult(variant.Name, variant.Series, variant.X, variant.Description, cleanAccuracy, result.Clean,
+                result.Families.Select(f => new FamilySummary(f.Name, f.Description, f.Robust, f.Seconds, f.Monitor, f.NonFiniteOutputs)).ToArray(),
+                result.WorstCase, warnings, made.Extra ?? new Dictionary<string, double>()));
+            Console.WriteLine($"{variant.Name}: clean {cleanAccuracy}, worst case {result.WorstCase}" +
+                              string.Concat(warnings.Select(w => $"\n  WARNING: {w}")));
         }
-        for (var f = 0; f < families.Count; f++)
-        {
-            var family = families[f];
-            var clock = System.Diagnostics.Stopwatch.StartNew();
-            var familySeed = unchecked(seed * 7919 + f + 2);
-            manual_seed(familySeed);
-            var monitor = new AttackMonitor();
-            var result = RobustEvaluation.Run(judge, data, threat, [family.Attack(monitor)], batchSize, familySeed, monitor: monitor, device: device);
-            var survived = result.Points.Select((p, i) => clean[i] && p.CleanCorrect && p.BrokenBy is null).ToArray();
-            for (var i = 0; i < n; i++) robust[i] &= survived[i];
-            results.Add(new FamilyAccuracy(family.Name, family.Description, Accuracy.Of(survived.Count(s => s), n),
-                clock.Elapsed.TotalSeconds, monitor.Snapshot()));
-            log($"  {family.Name}: {results[^1].Robust} ({results[^1].Seconds:F0} s)");
-        }
-        return new Robustness(Accuracy.Of(clean.Count(c => c), n), results, Accuracy.Of(robust.Count(r => r), n));
+        foreach (var r in prior.Values) r.WorstCaseImages?.Dispose();
+
+        var checks = monotoneInX ? VariantReport.Monotonicity(results) : [];
+        var metrics = new AblationMetrics(title, varied, budget.CleanPoints, budget.RobustPoints, string.Join(", ", threats.Distinct()), description,
+            results, checks, notes ?? []);
+        var record = run.Finish(settings, seed, metrics);
+        var rows = VariantReport.Rows(record);
+        File.WriteAllText(run.Output("table.md"), ResultTable.Markdown(rows));
+        Console.Write(ResultTable.Text(rows));
+        foreach (var c in checks)
+            Console.WriteLine($"monotonicity ({c.Series}): {(c.NonIncreasing ? "non-increasing" : "VIOLATED: " + string.Join("; ", c.Violations))}");
+        foreach (var (name, figure) in VariantReport.Figures(record)) run.SaveFigure(figure, name);
+        return record;
     }
 
-    /// <summary>Clean accuracy of a (possibly stochastic) model, seeded.</summary>
-    public static Accuracy Clean(Func<Tensor, Tensor> model, Dataset data, long seed, int batchSize, Device device)
-    {
-        manual_seed(seed);
-        using var correct = Carso.Evaluation.Evaluate.PerPointCorrect(model, data, batchSize, device: device);
-        return Carso.Evaluation.Evaluate.ToAccuracy(correct);
-    }
-
-    /// <summary>APGD-CE with EOT (eotIter gradient samples per step), the reduced end-to-end attack of the ablations.</summary>
-    public static NamedAttack ApgdCeEot(Threat threat, int iterations, int eotIter, AttackMonitor? monitor = null) =>
-        AutoAttack.ApgdCe(threat, new AutoAttackSettings(ApgdIterations: iterations, EotIter: eotIter), monitor, eotIter: eotIter);
-
-    /// <summary>Rows for a results table: per variant, clean, each family and the worst case.</summary>
-    public static IReadOnlyList<ResultRow> Rows(IEnumerable<VariantResult> variants) =>
-        variants.SelectMany(v => new[] { new ResultRow(v.Name, $"clean (n={v.Clean.N})", v.Clean),
-                new ResultRow(v.Name, $"clean, attacked points", v.Robust.Clean) }
-            .Concat(v.Robust.Families.Select(f => new ResultRow(v.Name, f.Name, f.Robust)))
-            .Append(new ResultRow(v.Name, "worst case", v.Robust.WorstCase)))
-        .ToArray();
-
-    /// <summary>Typed metrics back from a run record (the record is the single source of every figure).</summary>
-    public static T Read<T>(RunRecord record) =>
-        (record.Metrics ?? throw new InvalidDataException($"run record of {record.Script} has no metrics"))
-        .Deserialize<T>(RunRecord.Json) ?? throw new InvalidDataException($"run record of {record.Script}: metrics are not {typeof(T).Name}");
-
-    /// <summary>A bar figure of every variant: clean, each family, worst case, with 95% intervals.</summary>
-    public static Figure VariantFigure(IReadOnlyList<VariantResult> variants, string title) =>
-        ResultTable.Figure(Rows(variants), title, width: 1100, height: 600);
-
-    /// <summary>Lines of clean and worst-case robust accuracy over a numeric setting, each with its 95% band.</summary>
-    public static Figure Curves(IReadOnlyList<double> x, IReadOnlyList<(string Name, IReadOnlyList<Accuracy> Values, string Color, string Fill)> curves,
-        string title, string xTitle, bool logX = false)
-    {
-        var traces = new List<JsonObject>();
-        foreach (var (name, values, color, fill) in curves)
-        {
-            traces.Add(Charts.Band(x, values.Select(a => 100 * a.Lower).ToArray(), values.Select(a => 100 * a.Upper).ToArray(), name + " 95%", fill));
-            traces.Add(Charts.Line(x, values.Select(a => 100 * a.Value), name, color));
-        }
-        var layout = Charts.Layout(title, xTitle, "accuracy (%), 95% Wilson band");
-        layout["yaxis"]!["range"] = new JsonArray(0, 100);
-        if (logX) layout["xaxis"]!["type"] = "log";
-        return Charts.Figure(traces, layout);
-    }
+    static AttackMonitor.Counts Add(AttackMonitor.Counts a, AttackMonitor.Counts b) => new(a.NonFiniteLogits + b.NonFiniteLogits,
+        a.NonFiniteGradients + b.NonFiniteGradients, a.ZeroGradients + b.ZeroGradients, a.GradientEvaluations + b.GradientEvaluations);
 }

@@ -3,9 +3,13 @@ using Carso.Reporting;
 
 namespace Carso.Experiments;
 
-/// <summary>For each script, the function that draws its figures from its run record alone (scripts/figures.cs).</summary>
+/// <summary>The function that draws a record's figures from the record alone (scripts/figures.cs): by the record's shape
+/// for ablations and sweeps (<see cref="VariantReport"/>), else by script.</summary>
 public static class Reports
 {
+    public static Func<RunRecord, IReadOnlyList<(string Name, Figure Figure)>>? For(RunRecord record) =>
+        VariantReport.Reads(record) ? VariantReport.Figures : ByScript.GetValueOrDefault(record.Script);
+
     public static IReadOnlyDictionary<string, Func<RunRecord, IReadOnlyList<(string Name, Figure Figure)>>> ByScript { get; } =
         new Dictionary<string, Func<RunRecord, IReadOnlyList<(string Name, Figure Figure)>>>
         {
@@ -15,11 +19,6 @@ public static class Reports
             ["eval-autoattack"] = EvalAutoAttackReport.Figures,
             ["eval-carso"] = EvalCarsoReport.Figures,
             ["quickstart"] = r => [.. QuickstartReport.Figures(r), .. Gallery.FiguresOf(r)],
-            ["eps-sweep"] = EpsSweepReport.Figures,
             ["bench"] = BenchReport.Figures,
-            ["ablation-samples"] = AblationSamplesReport.Figures,
-            ["ablation-aggregation"] = AblationAggregationReport.Figures,
-            ["ablation-deterministic"] = AblationDeterministicReport.Figures,
-            ["ablation-adversarial-fraction"] = AblationAdversarialFractionReport.Figures,
         };
 }

@@ -60,9 +60,15 @@ public static class StateDicts
     /// </summary>
     public static void Export(Module model, string path)
     {
+        using var scope = NewDisposeScope();
+        ExportTensors(model.state_dict(), path);
+    }
+
+    /// <summary>Writes named tensors as <see cref="Export"/> writes a state dict (same formats, same atomic write).</summary>
+    public static void ExportTensors(IReadOnlyDictionary<string, Tensor> modelState, string path)
+    {
         var format = FormatOf(path);
         using var scope = NewDisposeScope();
-        var modelState = model.state_dict();
         foreach (var (name, tensor) in modelState)
             if (!Writable(format, tensor.dtype))
                 throw new NotSupportedException(

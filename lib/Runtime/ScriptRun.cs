@@ -30,6 +30,10 @@ public sealed record ScriptRun(
     /// <summary>A path inside the output folder.</summary>
     public string Output(string file) => Path.Combine(OutputDir, file);
 
+    /// <summary>As <see cref="Start(string, string[], bool)"/>, for a script that states its purpose and settings.</summary>
+    public static ScriptRun Start(string script, string purpose, object settings, string[] args, bool allowExtraArgs = false) =>
+        Start(script, args, allowExtraArgs);
+
     /// <summary>Parses the common options (others are kept in ExtraArgs when allowed), creates the output folder,
     /// picks the device and prints the header line.</summary>
     public static ScriptRun Start(string script, string[] args, bool allowExtraArgs = false)

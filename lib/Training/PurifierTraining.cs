@@ -201,7 +201,10 @@ public static class PurifierTraining
         nn.Module<Tensor, Tensor> classifier, IReadOnlyList<string> layerNames, Purifier purifier, Dataset data, PurifierTrainingSettings settings, Device device)
     {
         purifier.eval();
-        var defended = new CarsoModel(classifier, purifier, layerNames, settings.Defence with { Differentiable = false }).AsModel();
+        // The sampled defence draws its latents from a generator derived from the training seed: the same held-out
+        // numbers whatever else the process drew.
+        using var latents = Runtime.Seeds.Generator(settings.Seed, "purifier-training/held-out", device);
+        var defended = new CarsoModel(classifier, purifier, layerNames, settings.Defence with { Differentiable = false }).AsModel().Bind(latents);
         var pgd = new PgdSettings(settings.Threat, settings.EvalPgdSteps, settings.PgdStepSize);
         // One set of PGD examples against the classifier alone, judged by both models.
         using var adversarial = TransferSet(classifier.call, data, pgd, settings.EvalBatchSize, device);

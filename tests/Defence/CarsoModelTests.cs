@@ -100,12 +100,14 @@ public class CarsoModelTests
         Assert.True(deterministic.Latents(2).eq(0).all().item<bool>());
 
         var sampled = deterministic.With(new CarsoSettings());
-        var a = sampled.Forward(x);
-        var b = sampled.Forward(x);
+        var a = sampled.Forward(x, generator: new Generator(1));
+        var b = sampled.Forward(x, generator: new Generator(2));
+        Assert.True(a.eq(sampled.Forward(x, generator: new Generator(1))).all().item<bool>(), "the same generator seed must give the same outputs");
+        Assert.Throws<ArgumentNullException>(() => sampled.Forward(x)); // no hidden global randomness
         Assert.True(a.isfinite().all().item<bool>());
         Assert.True((a - b).abs().max().item<float>() > 1e-6, "sampled CARSO gave identical outputs on two calls");
         // Sampled logits really vary over the N samples of one point.
-        var logits = sampled.SampleLogits(x);
+        var logits = sampled.SampleLogits(x, generator: new Generator(3));
         Assert.Equal(new long[] { 2, 10, 8 }, logits.shape);
         Assert.True(logits.std(2).max().item<float>() > 0);
     }
@@ -125,7 +127,7 @@ public class CarsoModelTests
         Assert.True(grad.abs().sum().item<float>() > 0, "zero input gradient");
 
         // As the model every attack takes.
-        var attackGrad = Pgd.InputGradient(model.AsModel(), x.detach(), y);
+        var attackGrad = Pgd.InputGradient(model.AsModel().Bind(new Generator(6)), x.detach(), y);
         Assert.True(attackGrad.isfinite().all().item<bool>() && attackGrad.abs().sum().item<float>() > 0);
 
         // The gradient is the right one: float64 agrees (to float32 accuracy), even on dirty memory.
@@ -139,7 +141,7 @@ public class CarsoModelTests
         PurifierTests.AssertClose(float32, float64, "input gradient");
 
         // The non-differentiable default runs without a graph.
-        var plain = model.With(new CarsoSettings()).Forward(x64);
+        var plain = model.With(new CarsoSettings()).Forward(x64, generator: new Generator(6));
         Assert.False(plain.requires_grad);
     }
 
@@ -160,7 +162,7 @@ public class CarsoModelTests
             var purifier = Purifier.Build(Small, PurifierCheckpoint.LayerShapes(classifier, layers, [3, 64, 64]), [3, 64, 64]);
             var model = new CarsoModel(classifier, purifier, layers, new CarsoSettings(Samples: 2, Differentiable: true));
             var x = rand(2, 3, 64, 64).requires_grad_(true);
-            var grad = autograd.grad([model.Forward(x).sum()], [x])[0];
+            var grad = autograd.grad([model.Forward(x, generator: new Generator(8)).sum()], [x])[0];
             Assert.True(grad.isfinite().all().item<bool>());
         }
         GC.Collect();
@@ -174,7 +176,7 @@ public class CarsoModelTests
     {
         using var scope = NewDisposeScope();
         var model = Build(new CarsoSettings(Samples: 2));
-        var (output, saturated) = model.ForwardWithSaturation(rand(2, 1, 28, 28));
+        var (output, saturated) = model.ForwardWithSaturation(rand(2, 1, 28, 28), generator: new Generator(9));
         Assert.Equal(new long[] { 2, 10 }, output.shape);
         Assert.InRange(saturated, 0, 20);
     }

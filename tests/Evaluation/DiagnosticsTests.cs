@@ -32,12 +32,11 @@ public class DiagnosticsTests
     static readonly Threat Eps = Threat.Linf(0.4);
     static readonly AutoAttackSettings Budget = new(ApgdIterations: 20, FabIterations: 20, NTargetClasses: 3, SquareQueries: 300);
 
-    static (EvaluationResult, DiagnosticsReport) Evaluate(Func<Tensor, Tensor> model, Dataset data)
+    static (ProtocolResult, DiagnosticsReport) Evaluate(Func<Tensor, Tensor> model, Dataset data)
     {
-        var monitor = new AttackMonitor();
-        var attacks = AutoAttack.Custom([AutoAttack.ApgdCeName, AutoAttack.SquareName], Eps, Budget, monitor);
-        var result = RobustEvaluation.Run(model, data, Eps, attacks, 100, seed: 2, monitor: monitor);
-        var report = Diagnostics.Run(model, data, result, (t, k) => AutoAttack.ApgdCe(t, Budget with { ApgdIterations = k }, monitor),
+        var protocol = Protocol.Of("aa", Eps, m => AutoAttack.Custom([AutoAttack.ApgdCeName, AutoAttack.SquareName], Eps, Budget, m));
+        var result = ProtocolEvaluation.Run(model, data, protocol, new EvaluationOptions(Seed: 2, BatchSize: 100));
+        var report = Diagnostics.Run(model, data, result, (t, k) => AutoAttack.ApgdCe(t, Budget with { ApgdIterations = k }),
             largeEps: 0.5, checkPoints: 100, seed: 2, batchSize: 100, iterations: 20);
         return (result, report);
     }
@@ -67,11 +66,11 @@ public class DiagnosticsTests
         var (result, report) = Evaluate(quantised, data);
         Assert.True(report.ZeroGradientFraction > 0.9, $"zero-gradient fraction {report.ZeroGradientFraction}");
         Assert.Contains(report.Warnings, w => w.Contains("gradient masking"));
-        var apgd = result.Stages.Single(s => s.Attack == AutoAttack.ApgdCeName);
-        var square = result.Stages.Single(s => s.Attack == AutoAttack.SquareName);
+        var apgd = result.Families[0].Stages.Single(s => s.Attack == AutoAttack.ApgdCeName);
+        var square = result.Families[0].Stages.Single(s => s.Attack == AutoAttack.SquareName);
         Assert.True(square.PointsBroken > 3 * Math.Max(1, apgd.PointsBroken), $"APGD broke {apgd.PointsBroken}, Square {square.PointsBroken}");
         Assert.True(report.SquareStrongerThanWhiteBox);
-        Assert.True(result.Robust.Value < result.Clean.Value - 0.5, $"Square should break most points: {result.Robust} vs clean {result.Clean}");
+        Assert.True(result.WorstCase.Value < result.Clean.Value - 0.5, $"Square should break most points: {result.WorstCase} vs clean {result.Clean}");
         Assert.True(report.Monitor.ZeroGradients > 0);
     }
 
