@@ -13,6 +13,7 @@ using Carso.Experiments;
 using Carso.IO;
 using Carso.Runtime;
 using Carso.Training;
+using TorchSharp;
 using static TorchSharp.torch;
 
 // ---- settings (edit and re-run) --------------------------------------------------------------------

@@ -15,7 +15,7 @@ public sealed record AutoAttackSettings(
 }
 
 /// <summary>
-/// AutoAttack as an ordered list of named attacks; <see cref="Evaluation.RobustEvaluation"/> runs each on the
+/// AutoAttack as an ordered list of named attacks; the evaluation driver (Evaluation.ProtocolEvaluation) runs each on the
 /// points still robust and takes the per-point worst case.
 /// standard: APGD-CE, APGD-T, FAB-T, Square (deterministic models);
 /// rand: APGD-CE and APGD-DLR with EOT (stochastic models).

@@ -73,10 +73,13 @@ public static class CarsoProtocol
         var randText = string.Join(", ", rand).ToUpperInvariant();
         IReadOnlyList<NamedAttack> Rand(AttackMonitor m) => AutoAttack.Custom(rand, threat, aa, m, eot: true);
         var families = new List<AttackFamily>();
-        if (rand.Count > 0)
+        // Count votes are piecewise constant: no gradient flows through them, so the end-to-end families cannot run;
+        // the surrogate family attacks such a defence.
+        var differentiable = carso.Settings.Aggregation != AggregationKind.Count;
+        if (rand.Count > 0 && differentiable)
             families.Add(new(RandName, $"AutoAttack rand: {randText} ({settings.ApgdIterations} iterations, EOT {settings.EotIter}) end to end",
                 Rand, endToEnd));
-        if (settings.PgdSteps > 0)
+        if (settings.PgdSteps > 0 && differentiable)
             families.Add(new(PgdEotName, $"PGD+EOT end to end ({settings.PgdSteps} steps of {settings.PgdStepSize}, EOT {settings.EotIter}, CE)",
                 m => [PgdEot(threat, settings, m)], endToEnd));
         if (settings.Surrogate is { } kind && kind != carso.Settings.Aggregation && rand.Count + settings.PgdSteps > 0)

@@ -24,7 +24,8 @@ public static class Budget
         var departures = new List<Departure>();
         foreach (var property in used.GetType().GetProperties(BindingFlags.Public | BindingFlags.Instance))
         {
-            if (property.GetIndexParameters().Length > 0 || property.Name == "EqualityContract") continue;
+            // Settings only: properties a caller can set (positional or init); computed ones follow from them.
+            if (property.GetIndexParameters().Length > 0 || property.SetMethod is null || property.Name == "EqualityContract") continue;
             var (a, b) = (property.GetValue(used), property.GetValue(published));
             var name = prefix + property.Name;
             if (a is not null && b is not null && IsRecord(a.GetType()) && a.GetType() == b.GetType())
