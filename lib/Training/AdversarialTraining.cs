@@ -2,6 +2,7 @@ using Carso.IO;
 using Carso.Attacks;
 using Carso.Data;
 using Carso.Evaluation;
+using Carso.Runtime;
 using static TorchSharp.torch;
 
 namespace Carso.Training;
@@ -40,6 +41,8 @@ public sealed record AdversarialTrainingSettings
     public double OverfittingDropPoints { get; init; } = 20;
     /// <summary>Stop training at catastrophic overfitting (the best checkpoint is kept either way).</summary>
     public bool StopOnCatastrophicOverfitting { get; init; } = true;
+    /// <summary>The seed of every random draw of the training (see <see cref="AdversarialTraining"/>); not of the
+    /// model's initialisation, which is the caller's.</summary>
     public long Seed { get; init; } = 0;
 
     /// <summary>The attack used to make training examples: (model, x, y) -> xAdv, or null for clean training.
@@ -66,8 +69,13 @@ public sealed record TrainingResult(IReadOnlyList<EpochMetrics> History, int Bes
 
 /// <summary>
 /// Adversarial training as a pure-ish step function and an epoch loop around it, with a checkpoint after
-/// every epoch (atomic; resumable with the same result as an uninterrupted run: all randomness of epoch e
-/// comes from a generator seeded by (seed, e)).
+/// every epoch (atomic; resumable with the same result as an uninterrupted run).
+/// Randomness is explicit: every draw comes from a generator derived by <see cref="Seeds"/> from
+/// (settings.Seed, purpose, epoch[, batch]), never from torch's global generator, so the same seed gives the
+/// same training whatever else the process draws, and a resumed epoch draws what it would have drawn:
+/// the order of epoch e from ("adversarial-training/shuffle", e); the random starts of the training attack on
+/// batch b of epoch e from ("adversarial-training/attack", e, b); the held-out PGD's random starts from
+/// ("adversarial-training/held-out-pgd"), the same in every epoch.
 /// </summary>
 public static class AdversarialTraining
 {
@@ -105,13 +113,18 @@ public static class AdversarialTraining
     public static bool IsCatastrophicOverfitting(IEnumerable<double> earlierPgdAccuracies, double pgdAccuracy, double dropPoints) =>
         earlierPgdAccuracies.Any() && 100 * (earlierPgdAccuracies.Max() - pgdAccuracy) > dropPoints;
 
-    /// <summary>Seed of all randomness in epoch e (shuffling, random starts).</summary>
-    public static long EpochSeed(long seed, int epoch) => unchecked(seed * 1_000_003L + epoch);
+    const string ShufflePurpose = "adversarial-training/shuffle";
+    const string AttackPurpose = "adversarial-training/attack";
+    const string HeldOutPurpose = "adversarial-training/held-out-pgd";
 
     /// <summary>
     /// Trains the model for settings.Epochs epochs on <paramref name="train"/>, evaluating on
     /// <paramref name="validation"/> after each. With a checkpoint folder, resumes from its last complete epoch
     /// and keeps best.bin (the weights with the best held-out PGD accuracy). log receives one line per event.
+    /// The model's initial weights are the caller's: TorchSharp draws them from torch's global generator when the
+    /// module is built (scripts seed it before building), and this function never touches that generator. Every
+    /// draw here comes from generators derived from settings.Seed (see the class); layers that draw in their
+    /// forward pass (dropout) would use the global generator — the library's models have none.
     /// </summary>
     public static TrainingResult Train(
         nn.Module<Tensor, Tensor> model, Dataset train, Dataset validation, AdversarialTrainingSettings settings,
@@ -140,32 +153,32 @@ public static class AdversarialTraining
         for (var epoch = start; epoch < settings.Epochs && !stoppedEarly; epoch++)
         {
             var clock = System.Diagnostics.Stopwatch.StartNew();
-            var epochSeed = EpochSeed(settings.Seed, epoch);
-            random.manual_seed(epochSeed);
-            using var generator = new Generator((ulong)epochSeed, device);
-            var attack = settings.TrainingAttack(generator);
             using var epochScope = NewDisposeScope();
             var lossSum = zeros(1, dtype: ScalarType.Float64, device: device);
             var correct = zeros(1, dtype: ScalarType.Int64, device: device);
             var step = 0;
             double lr = 0;
-            foreach (var (images, labels) in train.Batches(settings.BatchSize, shuffleSeed: epochSeed))
+            foreach (var (images, labels) in train.Batches(settings.BatchSize, shuffleSeed: Seeds.Derive(settings.Seed, ShufflePurpose, epoch)))
             {
                 using var scope = NewDisposeScope();
                 using var batchImages = images;  // the batch was made outside this scope: free it with the step
                 using var batchLabels = labels;
+                // One generator per batch: a batch's random starts do not depend on how much earlier batches drew.
+                using var generator = Seeds.Generator(settings.Seed, AttackPurpose, device, epoch, step);
                 lr = learningRate((epoch * stepsPerEpoch + step) / totalSteps);
                 Optimizers.SetLearningRate(optimizer, lr);
-                var (batchLoss, batchCorrect) = Step(model, optimizer, images.to(device), labels.to(device), attack);
+                var (batchLoss, batchCorrect) = Step(model, optimizer, images.to(device), labels.to(device), settings.TrainingAttack(generator));
                 lossSum.add_(batchLoss);
                 correct.add_(batchCorrect);
                 step++;
                 progress?.Invoke(step, stepsPerEpoch);
             }
             model.eval();
+            // The same random starts in every epoch: epochs then differ by their weights alone, and the best one is chosen on this.
+            using var heldOut = Seeds.Generator(settings.Seed, HeldOutPurpose, device);
             var clean = Evaluate.ToAccuracy(Evaluate.PerPointCorrect(model.call, evalSet, settings.EvalBatchSize, device: device));
             var pgd = Evaluate.ToAccuracy(Evaluate.PerPointCorrect(model.call, evalSet, settings.EvalBatchSize,
-                (m, x, y) => Pgd.Attack(m, x, y, settings.EvalPgd, generator), device));
+                (m, x, y) => Pgd.Attack(m, x, y, settings.EvalPgd, heldOut), device));
             var bestPgd = history.Select(h => h.ValidationPgd.Value).Append(pgd.Value).Max();
             var collapsed = IsCatastrophicOverfitting(history.Select(h => h.ValidationPgd.Value), pgd.Value, settings.OverfittingDropPoints);
             var metrics = new EpochMetrics(epoch + 1, lr, lossSum.item<double>() / train.Count,

@@ -4,6 +4,7 @@ using Carso.Attacks;
 using Carso.Data;
 using Carso.Evaluation;
 using Carso.Models;
+using Carso.Runtime;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -39,6 +40,8 @@ public sealed record PurifierTrainingSettings
     public int EvalPgdSteps { get; init; } = 40;
     public int EvalBatchSize { get; init; } = 250;
     public CarsoSettings Defence { get; init; } = new();
+    /// <summary>The seed of every random draw of the training (see <see cref="PurifierTraining"/>); not of the
+    /// purifier's initialisation, which is the caller's.</summary>
     public long Seed { get; init; } = 0;
 
     /// <summary>LR at training progress t in [0, 1]: warm-up, flat, linear anneal.</summary>
@@ -59,11 +62,28 @@ public sealed record PurifierEpochMetrics(int Epoch, double LearningRate, double
 
 public sealed record PurifierTrainingResult(IReadOnlyList<PurifierEpochMetrics> History, bool Resumed);
 
+/// <summary>
+/// Purifier training (CARSO), resumable per epoch like <see cref="AdversarialTraining"/>. Randomness is explicit:
+/// every draw comes from a generator derived by <see cref="Seeds"/> from (settings.Seed, purpose, epoch[, batch]),
+/// never from torch's global generator, so the same seed gives the same purifier whatever else the process draws,
+/// and a resumed epoch draws what it would have drawn. Purposes: "purifier-training/shuffle" (e) for the order of
+/// epoch e; "purifier-training/mixed-batch" (e, b) for the random starts of the attacks in batch b's mixed batch;
+/// "purifier-training/reparameterise" (e, b) for its latent noise — a stream of its own, so a change to the attacks
+/// (fraction, steps) leaves the noise alone; "purifier-training/held-out-pgd" and "purifier-training/held-out-latents"
+/// for the held-out evaluation, the same in every epoch.
+/// </summary>
 public static class PurifierTraining
 {
+    const string ShufflePurpose = "purifier-training/shuffle";
+    const string MixedBatchPurpose = "purifier-training/mixed-batch";
+    const string ReparameterisePurpose = "purifier-training/reparameterise";
+    const string HeldOutPgdPurpose = "purifier-training/held-out-pgd";
+    const string HeldOutLatentsPurpose = "purifier-training/held-out-latents";
+
     /// <summary>
     /// The training input: the first AdversarialFraction of the batch perturbed against the frozen classifier,
     /// in four equal parts (FGSM eps/2, FGSM eps, PGD eps/2, PGD eps), the rest clean. x: [B,C,H,W], y: [B].
+    /// The PGD random starts come from <paramref name="generator"/> (torch's global one when null).
     /// </summary>
     public static Tensor MixedBatch(Func<Tensor, Tensor> classifier, Tensor x, Tensor y, PurifierTrainingSettings settings, Generator? generator = null)
     {
@@ -93,26 +113,31 @@ public static class PurifierTraining
     /// One step: representation of the mixed batch (classifier frozen, no gradient), conditioning, encoder on the
     /// CLEAN target (a conditional VAE encodes what it must reconstruct), reparameterised z, decode, BCE (sum)
     /// against the clean image + beta * KL (both summed per image, averaged over the batch: Purifier.PurifierLoss).
+    /// The reparameterisation noise comes from <paramref name="generator"/> (torch's global one when null).
     /// Returns (bce, kl) per image as 0-dim tensors.
     /// </summary>
     public static (Tensor Bce, Tensor Kl) Step(nn.Module<Tensor, Tensor> classifier, IReadOnlyList<string> layerNames, Purifier purifier,
-        Lookahead optimizer, Tensor clean, Tensor mixed, double beta)
+        Lookahead optimizer, Tensor clean, Tensor mixed, double beta, Generator? generator = null)
     {
         using var scope = NewDisposeScope();
         Tensor[] layers;
         using (no_grad()) layers = Representation.Capture(classifier, layerNames, mixed).Layers.Select(l => l.detach()).ToArray();
         purifier.train();
         optimizer.zero_grad();
-        var c = purifier.Condition(layers);
-        var (mu, logVar) = purifier.Encode(clean, c);
-        var z = Purifier.Reparameterise(mu, logVar);
-        var reconstruction = purifier.Decode(z, c);
+        var (reconstruction, mu, logVar) = purifier.Reconstruct(layers, clean, generator);
         var (total, bce, kl) = Purifier.PurifierLoss(reconstruction, clean, mu, logVar, beta);
         total.backward();
         optimizer.step();
         return (bce.detach().MoveToOuterDisposeScope(), kl.detach().MoveToOuterDisposeScope());
     }
 
+    /// <summary>
+    /// Trains the purifier for settings.Epochs epochs on <paramref name="train"/> (the classifier frozen), evaluating on
+    /// <paramref name="validation"/> after each; with a checkpoint folder, resumes from its last complete epoch.
+    /// The purifier's initial weights are the caller's: TorchSharp draws them from torch's global generator when the
+    /// module is built (scripts seed it before building), and this function never touches that generator. Every draw
+    /// here comes from generators derived from settings.Seed (see the class).
+    /// </summary>
     public static PurifierTrainingResult Train(nn.Module<Tensor, Tensor> classifier, IReadOnlyList<string> layerNames, Purifier purifier,
         Dataset train, Dataset validation, PurifierTrainingSettings settings, string? checkpointFolder = null,
         Action<string>? log = null, Action<int, int>? progress = null, Device? device = null)
@@ -143,25 +168,26 @@ public static class PurifierTraining
         for (var epoch = history.Count; epoch < settings.Epochs; epoch++)
         {
             var clock = System.Diagnostics.Stopwatch.StartNew();
-            var epochSeed = AdversarialTraining.EpochSeed(settings.Seed, epoch);
-            random.manual_seed(epochSeed);
             using var epochScope = NewDisposeScope();
             var bceSum = zeros(1, dtype: ScalarType.Float64, device: device);
             var klSum = zeros(1, dtype: ScalarType.Float64, device: device);
             var step = 0;
             double lr = 0, beta = 0;
-            foreach (var (images, labels) in train.Batches(settings.BatchSize, shuffleSeed: epochSeed))
+            foreach (var (images, labels) in train.Batches(settings.BatchSize, shuffleSeed: Seeds.Derive(settings.Seed, ShufflePurpose, epoch)))
             {
                 using var scope = NewDisposeScope();
                 using var batchImages = images;
                 using var batchLabels = labels;
+                // Generators per batch: a batch's draws do not depend on how much earlier batches drew.
+                using var attackGenerator = Seeds.Generator(settings.Seed, MixedBatchPurpose, device, epoch, step);
+                using var noiseGenerator = Seeds.Generator(settings.Seed, ReparameterisePurpose, device, epoch, step);
                 var t = (epoch * stepsPerEpoch + step) / totalSteps;
                 lr = settings.LearningRateAt(t);
                 beta = settings.BetaAt(t);
                 Optimizers.SetLearningRate(inner, lr);
                 var x = images.to(device);
-                var mixed = MixedBatch(classifier.call, x, labels.to(device), settings);
-                var (bce, kl) = Step(classifier, layerNames, purifier, optimizer, x, mixed, beta);
+                var mixed = MixedBatch(classifier.call, x, labels.to(device), settings, attackGenerator);
+                var (bce, kl) = Step(classifier, layerNames, purifier, optimizer, x, mixed, beta, noiseGenerator);
                 bceSum.add_(bce * x.shape[0]);
                 klSum.add_(kl * x.shape[0]);
                 // Not inside the ?. call: without a progress callback its arguments are never evaluated, and the step
@@ -180,8 +206,9 @@ public static class PurifierTraining
         return new PurifierTrainingResult(history, resumed);
     }
 
-    /// <summary>The dataset with every image replaced by its PGD example against the given model (on the CPU).</summary>
-    public static Dataset TransferSet(Func<Tensor, Tensor> model, Dataset data, PgdSettings pgd, int batchSize, Device device)
+    /// <summary>The dataset with every image replaced by its PGD example against the given model (on the CPU). The random
+    /// starts come from <paramref name="generator"/> (on <paramref name="device"/>; torch's global one when null).</summary>
+    public static Dataset TransferSet(Func<Tensor, Tensor> model, Dataset data, PgdSettings pgd, int batchSize, Device device, Generator? generator = null)
     {
         var parts = new List<Tensor>();
         foreach (var (images, labels) in data.Batches(batchSize))
@@ -189,25 +216,27 @@ public static class PurifierTraining
             using var scope = NewDisposeScope();
             using var batchImages = images;
             using var batchLabels = labels;
-            parts.Add(Pgd.Attack(model, images.to(device), labels.to(device), pgd).cpu().MoveToOuterDisposeScope());
+            parts.Add(Pgd.Attack(model, images.to(device), labels.to(device), pgd, generator).cpu().MoveToOuterDisposeScope());
         }
         var all = cat(parts);
         foreach (var p in parts) p.Dispose();
         return data with { Name = data.Name + "/pgd", Images = all, Labels = data.Labels.clone() };
     }
 
-    /// <summary>Held-out accuracies: classifier and defended model, on clean images and on PGD examples crafted against the classifier alone.</summary>
+    /// <summary>Held-out accuracies: classifier and defended model, on clean images and on PGD examples crafted against the classifier alone.
+    /// The PGD random starts and CARSO's latents come from generators derived from settings.Seed alone, the same in every epoch:
+    /// epochs then differ by their weights, not by their draws.</summary>
     public static (Accuracy ClassifierClean, Accuracy DefendedClean, Accuracy ClassifierPgd, Accuracy DefendedPgd) EvaluateEpoch(
         nn.Module<Tensor, Tensor> classifier, IReadOnlyList<string> layerNames, Purifier purifier, Dataset data, PurifierTrainingSettings settings, Device device)
     {
         purifier.eval();
-        // The sampled defence draws its latents from a generator derived from the training seed: the same held-out
-        // numbers whatever else the process drew.
-        using var latents = Runtime.Seeds.Generator(settings.Seed, "purifier-training/held-out", device);
-        var defended = new CarsoModel(classifier, purifier, layerNames, settings.Defence with { Differentiable = false }).AsModel().Bind(latents);
+        using var pgdGenerator = Seeds.Generator(settings.Seed, HeldOutPgdPurpose, device);
+        using var latentGenerator = Seeds.Generator(settings.Seed, HeldOutLatentsPurpose, device);
+        var carso = new CarsoModel(classifier, purifier, layerNames, settings.Defence with { Differentiable = false });
+        var defended = carso.AsModel().Bind(latentGenerator);
         var pgd = new PgdSettings(settings.Threat, settings.EvalPgdSteps, settings.PgdStepSize);
         // One set of PGD examples against the classifier alone, judged by both models.
-        using var adversarial = TransferSet(classifier.call, data, pgd, settings.EvalBatchSize, device);
+        using var adversarial = TransferSet(classifier.call, data, pgd, settings.EvalBatchSize, device, pgdGenerator);
         var result = (
             Evaluate.ToAccuracy(Evaluate.PerPointCorrect(classifier.call, data, settings.EvalBatchSize, device: device)),
             Evaluate.ToAccuracy(Evaluate.PerPointCorrect(defended, data, settings.EvalBatchSize, device: device)),

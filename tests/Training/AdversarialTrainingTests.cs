@@ -57,21 +57,79 @@ public class AdversarialTrainingTests
             Assert.True(a.eq(b).all().item<bool>(), "resumed weights differ from the uninterrupted run");
     }
 
+    [Theory]
+    [InlineData(TrainingMethod.PgdAt)]
+    [InlineData(TrainingMethod.FgsmRs)]
+    public void TheSameSeedGivesTheSameTrainingWhateverTheGlobalGeneratorDoes(TrainingMethod method)
+    {
+        using var train = Bands(96, 1);
+        using var validation = Bands(32, 2);
+        var settings = Settings(epochs: 2) with { Method = method, Threat = Threat.Linf(0.1), EvalPoints = 32, EvalBatchSize = 32 };
+        var initial = new Tiny(); // initialisation is the caller's: every run starts from copies of these weights
+        (Tensor[] Weights, EpochMetrics[] History) Run(AdversarialTrainingSettings s, Action<int, int>? progress = null)
+        {
+            var model = new Tiny();
+            model.load_state_dict(initial.state_dict().ToDictionary(kv => kv.Key, kv => kv.Value.clone()));
+            var result = GlobalGenerator.LeftAlone(() => AdversarialTraining.Train(model, train, validation, s, progress: progress), progress is null);
+            return (Weights(model), result.History.Select(h => h with { Seconds = 0 }).ToArray());
+        }
+
+        var first = Run(settings);
+        GlobalGenerator.Disturb(0);
+        // and again during training, after every step
+        var second = Run(settings, (step, _) => GlobalGenerator.Disturb(step));
+        Assert.Equal(first.History, second.History);
+        foreach (var (a, b) in first.Weights.Zip(second.Weights))
+            Assert.True(a.eq(b).all().item<bool>(), "the same seed gave other weights");
+
+        // The seed matters (else the equality above would prove little): another seed trains differently.
+        var other = Run(settings with { Seed = settings.Seed + 1 });
+        Assert.False(first.Weights.Zip(other.Weights).All(p => p.First.eq(p.Second).all().item<bool>()),
+            "another seed gave the same weights");
+    }
+
+    /// <summary>
+    /// A robust feature and a non-robust shortcut (Tsipras et al. 2019, in miniature), 4 classes of 1x8x8 images: a
+    /// bright band (0.5) in rows 2k..2k+1, right for 70% of the points (else another class's band), plus a fixed
+    /// per-class +-0.08 sign pattern over every pixel, always right; offset 0.2, noise U(0, 0.1). Clean training
+    /// learns the shortcut (held-out clean accuracy near 100%) and an eps 0.1 attack reverses it; PGD-AT learns the
+    /// band (about 75%, the same under attack).
+    /// </summary>
+    static Dataset BandsWithShortcut(int n, long seed)
+    {
+        using var scope = NewDisposeScope();
+        using var patternGenerator = new Generator(0); // the same patterns in every split
+        var patterns = rand([4, 1, 8, 8], generator: patternGenerator).lt(0.5).to_type(ScalarType.Float32) * 2 - 1;
+        using var generator = new Generator((ulong)seed);
+        var labels = randint(0, 4, [n], generator: generator, dtype: ScalarType.Int64);
+        var misleading = rand([n], generator: generator).lt(0.3);
+        var band = where(misleading, (labels + randint(1, 4, [n], generator: generator, dtype: ScalarType.Int64)).remainder(4), labels);
+        var rows = arange(8).div(2, rounding_mode: RoundingMode.floor).view(1, 1, 8, 1);
+        var images = rows.eq(band.view(n, 1, 1, 1)).to_type(ScalarType.Float32).expand(n, 1, 8, 8) * 0.5
+                     + 0.08 * patterns.index_select(0, labels) + 0.2 + rand([n, 1, 8, 8], generator: generator) * 0.1;
+        return Dataset.Create("bands-with-shortcut", images.contiguous().MoveToOuterDisposeScope(), labels.MoveToOuterDisposeScope(), ["0", "1", "2", "3"]);
+    }
+
     [Fact]
     public void PgdTrainingMakesTheModelMoreRobustThanCleanTraining()
     {
-        using var train = Bands(256, 3);
-        using var validation = Bands(128, 4);
-        AdversarialTrainingSettings Make(TrainingMethod method) => Settings(epochs: 10) with
+        // On plain bands clean training is about as robust as PGD-AT (the best clean classifier averages the band,
+        // which is the robust one), so the outcome was a matter of the random stream; the shortcut makes the
+        // difference one of the method. Checked over 12 (initialisation, seed) pairs: PGD-AT 73-75% in 11, 22% in
+        // one (stuck at chance); clean training 0-30%.
+        using var train = BandsWithShortcut(256, 3);
+        using var validation = BandsWithShortcut(128, 4);
+        AdversarialTrainingSettings Make(TrainingMethod method) => Settings(epochs: 20) with
         {
-            Method = method, Threat = Threat.Linf(0.25), AttackSteps = 5, EvalPoints = 128, EvalPgdSteps = 10,
-            Optimizer = new OptimizerSettings(OptimizerKind.Adam, 0.01, WeightDecay: 0),
+            Method = method, Threat = Threat.Linf(0.1), AttackSteps = 5, EvalPoints = 128, EvalPgdSteps = 10,
+            Optimizer = new OptimizerSettings(OptimizerKind.Adam, 0.01, WeightDecay: 0), StopOnCatastrophicOverfitting = false,
         };
         manual_seed(6);
         var clean = AdversarialTraining.Train(new Tiny(), train, validation, Make(TrainingMethod.Clean));
         manual_seed(6);
         var robust = AdversarialTraining.Train(new Tiny(), train, validation, Make(TrainingMethod.PgdAt));
         Console.WriteLine($"PGD-AT {robust.History[^1].ValidationPgd} clean {robust.History[^1].ValidationClean}; clean training: PGD {clean.History[^1].ValidationPgd} clean {clean.History[^1].ValidationClean}");
+        Assert.True(clean.History[^1].ValidationClean.Value > 0.85, $"clean training did not learn the shortcut: {clean.History[^1].ValidationClean}");
         Assert.True(robust.History[^1].ValidationPgd.Value > clean.History[^1].ValidationPgd.Value + 0.1,
             $"PGD-AT {robust.History[^1].ValidationPgd} vs clean training {clean.History[^1].ValidationPgd}");
     }
