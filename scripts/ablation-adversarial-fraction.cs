@@ -6,15 +6,6 @@
 // output folder, not committed), then CARSO (N = 8, peel) with each: clean accuracy and the per-point worst case over
 // the CARSO protocol's families with the budget below (its departures from the published protocol are recorded).
 //   dotnet run scripts/ablation-adversarial-fraction.cs [--smoke]   -> results/ablation-adversarial-fraction/
-using Carso.Data;
-using Carso.Defence;
-using Carso.Evaluation;
-using Carso.Experiments;
-using Carso.IO;
-using Carso.Runtime;
-using Carso.Training;
-using TorchSharp;
-using static TorchSharp.torch;
 
 // ---- settings (edit and re-run) --------------------------------------------------------------------
 var settings = new Settings(Fractions: [0, 0.25, 0.5, 1.0], TrainPoints: 16384, ValidationCount: 5000,
@@ -38,8 +29,9 @@ var variants = settings.Fractions.Select(fraction => new Variant($"fraction {fra
     var purifier = Purifier.Build(settings.Purifier, PurifierCheckpoint.LayerShapes(classifier, layers, [1, 28, 28]), [1, 28, 28]).to(context.Device);
     var clock = System.Diagnostics.Stopwatch.StartNew();
     var last = PurifierTraining.Train(classifier, layers, purifier, train, validation,
-        settings.Training with { AdversarialFraction = fraction, Seed = seed, Threat = context.Budget.Threat }, null, context.Log, context.Device).History[^1];
-    PurifierCheckpoint.Save(run.Output($"purifiers/purifier-fraction-{fraction}.safetensors"), purifier.eval(),
+        settings.Training with { AdversarialFraction = fraction, Seed = seed, Threat = context.Budget.Threat }, null, context.Log, device: context.Device).History[^1];
+    purifier.eval();
+    PurifierCheckpoint.Save(run.Output($"purifiers/purifier-fraction-{fraction}.safetensors"), purifier,
         PurifierSpec.For(classifier, layers, [1, 28, 28], settings.Purifier));
     return Ablation.Carso(context, new CarsoModel(classifier, purifier, layers, settings.Defence), new Dictionary<string, double>
     {

@@ -6,10 +6,6 @@
 // printed and recorded). The logit surrogate family attacks every aggregation through mean logits (count's votes have
 // no gradient, so its end-to-end family cannot move: the record's zero-gradient counts show it).
 //   dotnet run scripts/ablation-aggregation.cs [--smoke]   -> results/ablation-aggregation/ (or a temporary folder)
-using Carso.Defence;
-using Carso.Evaluation;
-using Carso.Experiments;
-using Carso.Runtime;
 
 // ---- settings (edit and re-run) --------------------------------------------------------------------
 var settings = new Settings(Aggregations: [AggregationKind.Logit, AggregationKind.Prob, AggregationKind.Count, AggregationKind.Peel],

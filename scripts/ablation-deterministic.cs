@@ -6,10 +6,6 @@
 // (its departures from the published protocol are printed and recorded; the representation-path family attacks the
 // sampled variant through z = 0).
 //   dotnet run scripts/ablation-deterministic.cs [--smoke]   -> results/ablation-deterministic/ (or a temporary folder)
-using Carso.Defence;
-using Carso.Evaluation;
-using Carso.Experiments;
-using Carso.Runtime;
 
 // ---- settings (edit and re-run) --------------------------------------------------------------------
 var settings = new Settings(Samples: 8, Aggregation: AggregationKind.Peel, Budget: new AblationBudget(CleanPoints: 1000, RobustPoints: 200,

@@ -4,10 +4,6 @@
 // classifier and purifier: clean accuracy, per-point worst case over the CARSO protocol's families (with the budget
 // below; its departures from the published protocol are printed and recorded) and inference speed (images/s).
 //   dotnet run scripts/ablation-samples.cs [--smoke]   -> results/ablation-samples/ (or a temporary folder)
-using Carso.Defence;
-using Carso.Evaluation;
-using Carso.Experiments;
-using Carso.Runtime;
 
 // ---- settings (edit and re-run) --------------------------------------------------------------------
 var settings = new Settings(Samples: [1, 2, 4, 8, 16], Aggregation: AggregationKind.Peel, TimingPoints: 200, TimingRepeats: 3,

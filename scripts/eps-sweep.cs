@@ -5,12 +5,6 @@
 // same test points, with 95% bands and a monotonicity check. Departures from the published protocol are printed and
 // recorded (the classifier's from AutoAttack's defaults are in its variant descriptions).
 //   dotnet run scripts/eps-sweep.cs [--smoke]   -> results/eps-sweep/ (or a temporary folder)
-using Carso.Attacks;
-using Carso.Defence;
-using Carso.Evaluation;
-using Carso.Experiments;
-using Carso.IO;
-using Carso.Runtime;
 
 // ---- settings (edit and re-run) --------------------------------------------------------------------
 var settings = new Settings(Eps: [0, 0.025, 0.05, 0.1, 0.15, 0.2, 0.3], Defence: new CarsoSettings(Samples: 8, Aggregation: AggregationKind.Peel),

@@ -6,11 +6,6 @@
 // points. Resumable: a killed run continues from attacks/ in its output folder.
 //   dotnet run scripts/eval-autoattack.cs            -> results/eval-autoattack/
 //   dotnet run scripts/eval-autoattack.cs --smoke    -> a temporary folder, seconds
-using Carso.Attacks;
-using Carso.Evaluation;
-using Carso.Experiments;
-using Carso.IO;
-using Carso.Runtime;
 
 // ---- settings (published AutoAttack budgets; edit and re-run) ------------------------------------
 var settings = new Settings(Checkpoint: Committed.ClassifierPath, Eps: 0.1, Points: 1000, Attacks: new AutoAttackSettings(),

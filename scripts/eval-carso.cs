@@ -10,12 +10,6 @@
 //   dotnet run scripts/eval-carso.cs            -> results/eval-carso/
 //   dotnet run scripts/eval-carso.cs --smoke    -> a temporary folder, seconds
 using System.Text.Json;
-using Carso.Attacks;
-using Carso.Defence;
-using Carso.Evaluation;
-using Carso.Experiments;
-using Carso.IO;
-using Carso.Runtime;
 
 // ---- settings (edit and re-run; the published protocol is CarsoProtocolSettings.Published on 1000 points) ------
 var settings = new Settings(Purifier: Committed.PurifierPath, Defence: new CarsoSettings(Samples: 8, Aggregation: AggregationKind.Peel),

@@ -10,9 +10,8 @@ public static class EvalAutoAttackReport
 {
     public static IReadOnlyList<(string Name, Figure Figure)> Figures(RunRecord record)
     {
-        var metrics = record.Metrics ?? throw new InvalidDataException($"{record.Script} run record has no metrics");
-        var clean = metrics["clean"].Deserialize<Accuracy>(RunRecord.Json)!;
-        var stages = metrics["stages"].Deserialize<List<AttackStage>>(RunRecord.Json)!;
+        var clean = record.Metric<Accuracy>("clean");
+        var stages = record.Metric<List<AttackStage>>("stages");
         var names = new[] { "clean" }.Concat(stages.Select(s => "+ " + s.Attack)).ToArray();
         var accuracies = new[] { clean }.Concat(stages.Select(s => s.RobustAfter)).ToArray();
         var eps = record.Settings?["eps"]?.GetValue<double>();

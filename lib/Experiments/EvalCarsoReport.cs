@@ -11,8 +11,7 @@ public static class EvalCarsoReport
 {
     /// <summary>The results table: classifier and CARSO rows (metrics.rows).</summary>
     public static IReadOnlyList<ResultRow> Rows(RunRecord record) =>
-        record.Metrics?["rows"]?.Deserialize<List<ResultRow>>(RunRecord.Json)
-        ?? throw new InvalidDataException($"{record.Script} run record has no metrics.rows");
+        record.Metric<List<ResultRow>>("rows");
 
     public static IReadOnlyList<(string Name, Figure Figure)> Figures(RunRecord record)
     {

@@ -9,13 +9,9 @@ namespace Carso.Experiments;
 /// gallery needs the models: the script draws it.)</summary>
 public static class QuickstartReport
 {
-    public static IReadOnlyList<ResultRow> Rows(RunRecord record) =>
-        record.Metrics?["rows"]?.Deserialize<List<ResultRow>>(RunRecord.Json)
-        ?? throw new InvalidDataException($"{record.Script} run record has no metrics.rows");
-
     public static IReadOnlyList<(string Name, Figure Figure)> Figures(RunRecord record)
     {
-        var rows = Rows(record);
+        var rows = EvalCarsoReport.Rows(record); // the same table shape: classifier and CARSO rows
         return [("accuracy", ResultTable.Figure(rows,
             $"Quickstart (reduced budgets): classifier vs CARSO, Fashion-MNIST Linf eps 0.1, n={rows.Max(r => r.Accuracy.N)}"))];
     }

@@ -13,9 +13,7 @@ public static class ReadmeResults
     public const string End = "<!-- results-table:end -->";
     const string Classifier = "classifier (SmallCnn, PGD-AT)";
 
-    static Accuracy Read(RunRecord record, string name) =>
-        record.Metrics?[name]?.Deserialize<Accuracy>(RunRecord.Json)
-        ?? throw new InvalidDataException($"{record.Script} run record has no metrics.{name}");
+    static Accuracy Read(RunRecord record, string name) => record.Metric<Accuracy>(name);
 
     /// <summary>Rows from the records present (by script name); scripts without a record are left out.</summary>
     public static IReadOnlyList<ResultRow> Rows(IReadOnlyDictionary<string, RunRecord> records)

@@ -12,8 +12,7 @@ public static class TrainCarsoReport
 {
     public static IReadOnlyList<(string Name, Figure Figure)> Figures(RunRecord record)
     {
-        var history = record.Metrics?["epochs"]?.Deserialize<List<PurifierEpochMetrics>>(RunRecord.Json)
-            ?? throw new InvalidDataException($"{record.Script} run record has no metrics.epochs");
+        var history = record.Metric<List<PurifierEpochMetrics>>("epochs");
         var epochs = history.Select(h => (double)h.Epoch).ToArray();
         return
         [

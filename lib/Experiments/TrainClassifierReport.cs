@@ -11,8 +11,7 @@ public static class TrainClassifierReport
 {
     public static IReadOnlyList<(string Name, Figure Figure)> Figures(RunRecord record)
     {
-        var history = record.Metrics?["epochs"]?.Deserialize<List<EpochMetrics>>(RunRecord.Json)
-            ?? throw new InvalidDataException($"{record.Script} run record has no metrics.epochs");
+        var history = record.Metric<List<EpochMetrics>>("epochs");
         var training = record.Settings?["training"];
         var title = $"SmallCnn on Fashion-MNIST, {training?["method"]} {ThreatText(training?["threat"])}";
         var pgdSteps = training?["evalPgdSteps"]?.GetValue<int>() ?? 20;

@@ -31,6 +31,11 @@ public sealed record RunRecord(
     /// <summary>Any object (a settings record, an anonymous object, a dictionary) as a JSON tree.</summary>
     public static JsonNode? ToJson(object? value) => value is null ? null : JsonSerializer.SerializeToNode(value, value.GetType(), Json);
 
+    /// <summary>A metric of the record, typed (reports draw everything from records through this).</summary>
+    public T Metric<T>(string name) =>
+        (Metrics?[name] ?? throw new InvalidDataException($"{Script} run record has no metrics.{name}")).Deserialize<T>(Json)
+        ?? throw new InvalidDataException($"{Script} run record: metrics.{name} is not a {typeof(T).Name}");
+
     public string Serialize() => JsonSerializer.Serialize(this, Json);
 
     /// <summary>Writes the record atomically (temporary file, then rename).</summary>
