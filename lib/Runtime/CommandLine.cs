@@ -80,8 +80,8 @@ public sealed record CommandLine(
             lines.AddRange(SettingLines(settings).Select(l => "  " + l));
         }
         lines.Add("");
-        lines.Add("exit codes: 0 done; 1 a bad file, folder or setting (one line says which and how to fix it); " +
-                  "2 a bad command line; anything else a bug (with its stack trace)");
+        lines.AddRange(Wrap("exit codes: 0 done; 1 a bad file, folder or setting (one line says which and how to fix " +
+                            "it); 2 a bad command line; anything else a bug (with its stack trace).", 100));
         return string.Join(Environment.NewLine, lines) + Environment.NewLine;
     }
 
