@@ -234,7 +234,7 @@ public sealed class Progress
                 ExcludeVerticalPadding = true,
             }.Columns(
                 new TaskDescriptionColumn { Alignment = Justify.Left },
-                new ProgressBarColumn(),
+                new ProgressBarColumn { Width = 20 }, // name, bar and status fit 80 columns
                 new StatusColumn());
             var thread = new Thread(() =>
             {
@@ -279,6 +279,8 @@ public sealed class Progress
     /// <summary>done/total, elapsed and ETA in the same words as the plain lines.</summary>
     sealed class StatusColumn : ProgressColumn
     {
+        protected override bool NoWrap => true;
+
         public override IRenderable Render(RenderOptions options, SpectreTask task, TimeSpan deltaTime) =>
             task.Tag is ProgressTask t ? new Text(Status(t.Done, t.Total, t.Elapsed)) : Text.Empty;
     }
