@@ -1,5 +1,9 @@
 namespace Carso;
 
-/// <summary>Marks an exception that reports a user's mistake (a bad file, setting or argument) whose message names
-/// what is wrong and the fix: the script harness prints the message as one line instead of a stack trace.</summary>
+/// <summary>
+/// Marks an exception as the user's to fix (a bad file, folder or setting), not a bug: a script reports its message as
+/// one line and exits with 1, without a stack trace (unless --verbose). The message must name what is wrong (the file,
+/// the setting) and say how to fix it. In the root namespace so that every area (IO, Data, Evaluation, ...) can raise one
+/// without depending on the script harness.
+/// </summary>
 public interface IUserError;

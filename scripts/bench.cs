@@ -20,23 +20,35 @@ using TorchSharp;
 using static TorchSharp.torch;
 
 // ---- settings -------------------------------------------------------------------------------
-var run = ScriptRun.Start("bench", args, allowExtraArgs: true);
 var settings = new Settings();
-// A shorter run on a busy machine: --batch-sizes 128[,512], --apgd-points N, --memory-iterations N (recorded in the settings).
-for (var i = 0; i + 1 < run.ExtraArgs.Count; i += 2)
-    settings = run.ExtraArgs[i] switch
+var run = ScriptRun.Start("bench",
+    "throughput of the hot operations of Carso on the committed Fashion-MNIST models, side by side with PyTorch " +
+    "(scripts/bench-pytorch.py under Debian's python3-torch: same architectures, weights, images and thread count, " +
+    "interleaved repeat by repeat), and the resident memory of a 2000-iteration APGD-EOT loop on CARSO. Writes the " +
+    "run record and throughput, ratio and memory figures to results/bench/. A shorter run on a busy machine: " +
+    $"{Settings.BenchOptions} (recorded in the settings).",
+    settings, args, allowExtraArgs: true);
+for (var i = 0; i < run.ExtraArgs.Count; i += 2)
+{
+    var option = run.ExtraArgs[i];
+    if (option is not ("--batch-sizes" or "--apgd-points" or "--memory-iterations"))
+        throw new UsageException($"unknown option '{option}'; the options are {CommandLine.OptionsLine} | {Settings.BenchOptions}");
+    if (i + 1 >= run.ExtraArgs.Count) throw new UsageException($"{option} needs a value");
+    var value = run.ExtraArgs[i + 1];
+    settings = option switch
     {
         "--batch-sizes" => settings with
         {
-            BatchSizes = run.ExtraArgs[i + 1].Split(',').Select(int.Parse).ToArray(),
-            ApgdBatchSizes = run.ExtraArgs[i + 1].Split(',').Select(int.Parse).Max() is var m ? [m] : [],
-            MixedBatchSizes = [run.ExtraArgs[i + 1].Split(',').Select(int.Parse).Min()],
+            BatchSizes = value.Split(',').Select(b => PositiveInt(option, b)).ToArray(),
+            ApgdBatchSizes = [value.Split(',').Select(b => PositiveInt(option, b)).Max()],
+            MixedBatchSizes = [value.Split(',').Select(b => PositiveInt(option, b)).Min()],
         },
-        "--apgd-points" => settings with { ApgdPoints = int.Parse(run.ExtraArgs[i + 1]) },
-        "--memory-iterations" => settings with { MemoryIterations = int.Parse(run.ExtraArgs[i + 1]) },
-        var other => throw new ArgumentException($"bench: unknown option '{other}'. {ScriptRun.Usage} | --batch-sizes B[,B] | --apgd-points N | --memory-iterations N"),
+        "--apgd-points" => settings with { ApgdPoints = PositiveInt(option, value) },
+        _ => settings with { MemoryIterations = PositiveInt(option, value) },
     };
-if (run.ExtraArgs.Count % 2 == 1) throw new ArgumentException($"bench: '{run.ExtraArgs[^1]}' needs a value");
+}
+static int PositiveInt(string option, string text) =>
+    int.TryParse(text, out var n) && n > 0 ? n : throw new UsageException($"{option} needs positive integers, got '{text}'");
 if (run.Smoke)
     settings = settings with
     {
@@ -167,6 +179,7 @@ foreach (var (name, figure) in BenchReport.Figures(record)) run.SaveFigure(figur
 /// <summary>Settings: edit and re-run.</summary>
 record Settings
 {
+    public const string BenchOptions = "--batch-sizes B[,B] | --apgd-points N | --memory-iterations N";
     public string Classifier { get; init; } = "results/train-classifier/smallcnn-fmnist-pgdat.safetensors";
     public SmallCnn.Settings Model { get; init; } = new(Channels1: 32, Channels2: 64, Hidden: 256);
     public string Purifier { get; init; } = "results/train-carso/purifier-smallcnn-fmnist.safetensors";

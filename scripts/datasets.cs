@@ -9,8 +9,11 @@ using Carso.Runtime;
 using static TorchSharp.torch;
 
 // ---- settings -------------------------------------------------------------------------------
-var run = ScriptRun.Start("datasets", args);
 var settings = new Settings();
+var run = ScriptRun.Start("datasets",
+    "loads a dataset (Fashion-MNIST by default), prints its size per split and per class, and draws a grid of " +
+    "seeded sample test images per class; writes the figure and a run record to results/datasets/.",
+    settings, args);
 if (run.Smoke) settings = settings with { SamplesPerClass = 3 };
 var seed = run.SeedOverride ?? settings.Seed;
 

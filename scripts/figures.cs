@@ -12,10 +12,18 @@ using Carso.Reporting;
 using Carso.Runtime;
 
 // ---- settings -------------------------------------------------------------------------------
-var run = ScriptRun.Start("figures", args);
 var settings = new Settings();
-var root = Paths.RepoRoot() ?? throw new InvalidOperationException("figures.cs must run inside the repository (no Carso.slnx found)");
+var run = ScriptRun.Start("figures",
+    "regenerates every figure and the README results tables from the run records under results/ " +
+    "(results/*/run.json), without training or attacking anything: each script's figures are drawn by the same " +
+    "function the script uses, from the metrics its record holds. Without --smoke or --out it writes over " +
+    "results/<script>/ and README.md; with either, everything goes to the output folder.",
+    settings, args);
+var root = Paths.RepoRoot() ?? throw new DirectoryNotFoundException(
+    "figures.cs must run inside the repository (no Carso.slnx found above the script or the current folder)");
 var resultsRoot = Path.Combine(root, settings.Results);
+if (!Directory.Exists(resultsRoot))
+    throw new SettingsException(nameof(Settings.Results), $"'{resultsRoot}' does not exist; point it at the folder of run records (relative to the repository root)");
 // Smoke mode (and --out) never write over results/ or README.md: everything goes under the run's output folder.
 var inPlace = !run.Smoke && run.OutputDir == Path.GetFullPath(Path.Combine(resultsRoot, "figures"));
 string FigureFolder(string script) => inPlace ? Path.Combine(resultsRoot, script) : Path.Combine(run.OutputDir, script);

@@ -19,8 +19,14 @@ using TorchSharp;
 using static TorchSharp.torch;
 
 // ---- settings -------------------------------------------------------------------------------
-var run = ScriptRun.Start("train-carso", args);
 var settings = new Settings();
+var run = ScriptRun.Start("train-carso",
+    "trains the CARSO purifier (a conditional VAE on the classifier's internal representation) for the committed " +
+    "Fashion-MNIST PGD-AT SmallCnn, then measures on the full test set the clean-accuracy toll and the accuracy on " +
+    "PGD-40 examples crafted against the classifier alone (transfer only: the end-to-end attacks are in eval-carso.cs). " +
+    "Resumable (a changed setting needs a fresh --out folder). Writes the purifier, its spec, loss curves, a " +
+    "reconstruction gallery and a run record to results/train-carso/.",
+    settings, args);
 if (run.Smoke)
     settings = settings with
     {
@@ -50,9 +56,7 @@ Console.WriteLine($"purifier: {purifier.parameters().Sum(p => p.numel())} parame
 // ---- train ---------------------------------------------------------------------------------------
 var clock = System.Diagnostics.Stopwatch.StartNew();
 var result = PurifierTraining.Train(classifier, settings.Layers, purifier, train, validation, settings.Training,
-    run.Output("checkpoint"), Console.WriteLine,
-    (step, total) => { if (step % Math.Max(1, total / 4) == 0 && step < total) Console.WriteLine($"  {step}/{total} batches"); },
-    run.Device);
+    run.Output("checkpoint"), run.Log, run.Progress.Steps("epoch (batches)"), run.Device);
 var trainingSeconds = clock.Elapsed.TotalSeconds;
 var purifierPath = run.Output("purifier-smallcnn-fmnist.safetensors");
 PurifierCheckpoint.Save(purifierPath, purifier, PurifierSpec.For(classifier, settings.Layers, [1, 28, 28], settings.Purifier));

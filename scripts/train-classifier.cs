@@ -17,8 +17,13 @@ using TorchSharp;
 using static TorchSharp.torch;
 
 // ---- settings -------------------------------------------------------------------------------
-var run = ScriptRun.Start("train-classifier", args);
 var settings = new Settings();
+var run = ScriptRun.Start("train-classifier",
+    "adversarially trains SmallCnn on Fashion-MNIST (PGD-AT, Linf eps 0.1 by default), keeps the checkpoint with the " +
+    "best held-out PGD accuracy, then measures its clean and PGD-20 accuracy on the full test set and exports it as " +
+    "safetensors. Resumable: kill it and run it again, it continues from the last complete epoch (a changed setting " +
+    "needs a fresh --out folder). Writes to results/train-classifier/.",
+    settings, args);
 if (run.Smoke)
     settings = settings with
     {
@@ -42,9 +47,7 @@ Console.WriteLine($"training: {settings.Training.Method} {settings.Training.Thre
                   $"{settings.Training.Epochs} epochs, batch {settings.Training.BatchSize}, {settings.Training.Optimizer}");
 var checkpointFolder = run.Output("checkpoint");
 var result = AdversarialTraining.Train(model, train, validation, settings.Training, checkpointFolder,
-    log: Console.WriteLine,
-    progress: (step, total) => { if (step % Math.Max(1, total / 4) == 0 && step < total) Console.WriteLine($"  {step}/{total} batches"); },
-    device: run.Device);
+    log: run.Log, progress: run.Progress.Steps("epoch (batches)"), device: run.Device);
 
 // ---- evaluate the best checkpoint on the test set ---------------------------------------------
 var checkpoint = new TrainingCheckpoint<EpochMetrics>(checkpointFolder);

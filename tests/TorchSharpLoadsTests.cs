@@ -28,10 +28,10 @@ public class TorchSharpLoadsTests
         if (!cuda.is_available())
         {
             Assert.Equal(TorchSharp.DeviceType.CPU, Carso.Runtime.Devices.Pick("auto").type);
-            var e = Assert.Throws<ArgumentException>(() => Carso.Runtime.Devices.Pick("cuda"));
+            var e = Assert.Throws<Carso.Runtime.UsageException>(() => Carso.Runtime.Devices.Pick("cuda"));
             Assert.Contains("CUDA is not available", e.Message);
         }
-        var unknown = Assert.Throws<ArgumentException>(() => Carso.Runtime.Devices.Pick("tpu"));
+        var unknown = Assert.Throws<Carso.Runtime.UsageException>(() => Carso.Runtime.Devices.Pick("tpu"));
         Assert.Contains("unknown device 'tpu'", unknown.Message);
     }
 }

@@ -62,13 +62,29 @@ public sealed class TrainingCheckpoint<TMetrics>(string folder)
             foreach (var name in legacyDerived ?? []) saved.Remove(name);
         var current = RunRecord.ToJson(settings)!.ToJsonString();
         if (state.Settings.ToJsonString() != current)
-            throw new InvalidOperationException(
+            throw new ResumeMismatchException(Folder,
                 $"{Folder} holds a training run with other settings:\n  saved:   {state.Settings.ToJsonString()}\n  current: {current}\n" +
-                "use another checkpoint folder, or delete this one to start over");
-        model.load(Path.Combine(Folder, state.ModelFile));
-        using var reader = new BinaryReader(File.OpenRead(Path.Combine(Folder, state.OptimizerFile)));
-        optimizer.Load(reader);
+                "use another output folder (--out), or delete this one to start over");
+        ReadOrExplain(Path.Combine(Folder, state.ModelFile), path => model.load(path));
+        ReadOrExplain(Path.Combine(Folder, state.OptimizerFile), path =>
+        {
+            using var reader = new BinaryReader(File.OpenRead(path));
+            optimizer.Load(reader);
+        });
         return state;
+    }
+
+    /// <summary>Reads one file of the saved epoch; a missing, truncated or foreign file is an InvalidDataException
+    /// naming it (TorchSharp's own errors, e.g. "Mismatched state_dict sizes", name no file).</summary>
+    void ReadOrExplain(string path, Action<string> read)
+    {
+        try { read(path); }
+        catch (Exception e) when (e is not OutOfMemoryException)
+        {
+            throw new InvalidDataException(
+                $"{path}: cannot be read back ({e.GetType().Name}: {e.Message}); the checkpoint in {Folder} is corrupt " +
+                "or from another model: delete the folder to start over", e);
+        }
     }
 }
 

@@ -9,25 +9,29 @@ public static class Devices
 
     /// <summary>
     /// Picks the device from a setting: "auto" (CUDA when available, else CPU), "cpu", "cuda" or "cuda:N".
-    /// Null or empty means $CARSO_DEVICE, then "auto". Asking for CUDA without it is an error that says why.
+    /// Null or empty means $CARSO_DEVICE, then "auto". An unknown value, or CUDA on a machine without it, is a
+    /// <see cref="UsageException"/> that names the accepted values (and, for CUDA, why it is missing).
     /// </summary>
     public static Device Pick(string? setting = null)
     {
-        var choice = (string.IsNullOrWhiteSpace(setting) ? Environment.GetEnvironmentVariable(EnvironmentVariable) : setting)
+        var fromEnvironment = string.IsNullOrWhiteSpace(setting);
+        var choice = (fromEnvironment ? Environment.GetEnvironmentVariable(EnvironmentVariable) : setting)
             ?.Trim().ToLowerInvariant();
+        // A bad $CARSO_DEVICE is named as such: the command line did not say it.
+        var source = fromEnvironment ? $"${EnvironmentVariable}: " : "";
         if (string.IsNullOrEmpty(choice) || choice == "auto")
             return cuda.is_available() ? CUDA : CPU;
         if (choice == "cpu") return CPU;
-        if (choice == "cuda" || choice.StartsWith("cuda:"))
+        if (choice == "cuda" || (choice.StartsWith("cuda:") && int.TryParse(choice["cuda:".Length..], out var index) && index >= 0))
         {
             if (!cuda.is_available())
-                throw new ArgumentException(
-                    $"device '{choice}' requested but CUDA is not available: this build uses the " +
+                throw new UsageException(
+                    $"{source}device '{choice}' requested but CUDA is not available: this build uses the " +
                     $"'{Backend}' backend package (rebuild with CARSO_BACKEND=cuda on a machine with an NVIDIA driver) " +
-                    "or no GPU is visible");
+                    "or no GPU is visible; use auto or cpu");
             return new Device(choice);
         }
-        throw new ArgumentException($"unknown device '{choice}': use auto, cpu, cuda or cuda:N");
+        throw new UsageException($"{source}unknown device '{choice}': use auto, cpu, cuda or cuda:N");
     }
 
     /// <summary>The libtorch backend this build loaded: "cuda" when CUDA support is compiled in, else "cpu".</summary>

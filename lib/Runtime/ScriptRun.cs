@@ -6,9 +6,12 @@ using static TorchSharp.torch;
 namespace Carso.Runtime;
 
 /// <summary>
-/// What every experiment script shares: its command line (--smoke, --out DIR, --seed N, --device D),
-/// where it writes (results/&lt;script&gt;/, or a fresh temporary folder in smoke mode so committed reference
-/// results are never overwritten), the device, the clock, and the run record written at the end.
+/// What every experiment script shares: its command line (--smoke, --out DIR, --seed N, --device D, --verbose,
+/// --help), where it writes (results/&lt;script&gt;/, or a fresh temporary folder in smoke mode so committed reference
+/// results are never overwritten), the device, the clock, progress display, and the run record written at the end.
+/// Failures end cleanly: a bad command line is one line on stderr and exit code 2; a bad file, folder or setting
+/// (<see cref="ScriptErrors.IsUserError"/>) one line and exit code 1; anything else is a bug: its full stack trace
+/// and exit code 70.
 /// </summary>
 public sealed record ScriptRun(
     string Script,
@@ -22,7 +25,17 @@ public sealed record ScriptRun(
 {
     public const string Usage =
         "options: --smoke (tiny data, a few steps, writes to a temporary folder) | --out DIR | --seed N | " +
-        "--device auto|cpu|cuda[:N]";
+        "--device auto|cpu|cuda[:N] | --verbose | --help";
+
+    /// <summary>Progress bars on a terminal, plain periodic lines otherwise (<see cref="Runtime.Progress"/>).</summary>
+    public Progress Progress { get; init; } = Progress.None;
+
+    /// <summary>--verbose: stack traces for user errors too.</summary>
+    public bool Verbose { get; init; }
+
+    /// <summary>Prints a line to standard output without breaking live progress bars; also a log callback
+    /// (<c>log: run.Log</c>).</summary>
+    public void Log(string line) => Progress.Log(line);
 
     /// <summary>Figures under one root share one copy of plotly.js: the parent of the output folder.</summary>
     public string PlotlyRoot => Path.GetDirectoryName(Path.GetFullPath(OutputDir))!;
@@ -30,48 +43,76 @@ public sealed record ScriptRun(
     /// <summary>A path inside the output folder.</summary>
     public string Output(string file) => Path.Combine(OutputDir, file);
 
-    /// <summary>As <see cref="Start(string, string[], bool)"/>, for a script that states its purpose and settings.</summary>
-    public static ScriptRun Start(string script, string purpose, object settings, string[] args, bool allowExtraArgs = false) =>
-        Start(script, args, allowExtraArgs);
-
     /// <summary>Parses the common options (others are kept in ExtraArgs when allowed), creates the output folder,
-    /// picks the device and prints the header line.</summary>
-    public static ScriptRun Start(string script, string[] args, bool allowExtraArgs = false)
+    /// picks the device and prints the header line. --help prints the purpose, the options and the settings with
+    /// their defaults, then exits 0. From here on, an exception that ends the script is reported as one line
+    /// (see the type's summary).</summary>
+    /// <param name="script">The script's name (its file name without .cs): the default output folder.</param>
+    /// <param name="purpose">One paragraph: what the script does and writes.</param>
+    /// <param name="settings">The settings record with its defaults, listed by --help.</param>
+    /// <param name="args">The command line.</param>
+    /// <param name="allowExtraArgs">Keep options other than the common ones in ExtraArgs (the script parses them).</param>
+    public static ScriptRun Start(string script, string purpose, object settings, string[] args, bool allowExtraArgs = false) =>
+        StartRun(script, purpose, settings, args, allowExtraArgs);
+
+    /// <summary>The form without a purpose and settings (--help then lists the options only).</summary>
+    public static ScriptRun Start(string script, string[] args, bool allowExtraArgs = false) =>
+        StartRun(script, null, null, args, allowExtraArgs);
+
+    static ScriptRun StartRun(string script, string? purpose, object? settings, string[] args, bool allowExtraArgs)
     {
-        bool smoke = false;
-        string? outDir = null, device = null;
-        long? seed = null;
-        var extra = new List<string>();
-        for (var i = 0; i < args.Length; i++)
+        ReportFailuresCleanly(script, verbose: args.Contains("--verbose"));
+        var line = CommandLine.Parse(args, allowExtraArgs);
+        if (line.Help)
         {
-            string Next() => i + 1 < args.Length ? args[++i] : throw new ArgumentException($"{script}: {args[i]} needs a value. {Usage}");
-            switch (args[i])
-            {
-                case "--smoke": smoke = true; break;
-                case "--out": outDir = Next(); break;
-                case "--device": device = Next(); break;
-                case "--seed":
-                    var text = Next();
-                    seed = long.TryParse(text, out var s) ? s : throw new ArgumentException($"{script}: --seed must be an integer, got '{text}'");
-                    break;
-                case "--help" or "-h": Console.WriteLine($"{script}: {Usage}"); Environment.Exit(0); break;
-                default:
-                    if (!allowExtraArgs) throw new ArgumentException($"{script}: unknown option '{args[i]}'. {Usage}");
-                    extra.Add(args[i]);
-                    break;
-            }
+            Console.Write(CommandLine.HelpText(script, purpose, settings));
+            Environment.Exit(0);
         }
         NativeMemory.Tune();
-        outDir ??= smoke
+        var outDir = line.OutDir ?? (line.Smoke
             ? Path.Combine(Directory.CreateTempSubdirectory("carso-smoke-").FullName, script)
-            : Path.Combine(Paths.ResultsRoot(), script);
+            : Path.Combine(Paths.ResultsRoot(), script));
+        Device picked;
+        try { picked = Devices.Pick(line.Device); }
+        catch (UsageException e) when (line.Device is not null) { throw new UsageException($"--device: {e.Message}"); }
         Directory.CreateDirectory(outDir);
-        var picked = Devices.Pick(device);
         LibTorchSettings.DisableNnpack(); // libtorch is loaded now
-        var run = new ScriptRun(script, smoke, Path.GetFullPath(outDir), picked, seed, extra, DateTimeOffset.UtcNow, Stopwatch.StartNew());
-        Console.WriteLine($"{script}{(smoke ? " (smoke mode)" : "")} | {Devices.Describe(picked)}");
+        var run = new ScriptRun(script, line.Smoke, Path.GetFullPath(outDir), picked, line.Seed, line.ExtraArgs,
+            DateTimeOffset.UtcNow, Stopwatch.StartNew())
+        {
+            Progress = Progress.ForConsole(),
+            Verbose = line.Verbose,
+        };
+        Console.WriteLine($"{script}{(line.Smoke ? " (smoke mode)" : "")} | {Devices.Describe(picked)}");
         Console.WriteLine($"output: {run.OutputDir}");
         return run;
+    }
+
+    static int handlerInstalled;
+
+    /// <summary>
+    /// Reports an exception that reaches the top of the script as <see cref="ScriptErrors.Classify"/> says, and
+    /// exits with its code. The UnhandledException event runs before the runtime prints its own crash report, and
+    /// exiting from it suppresses that report and the abort (exit code 134): measured for a top-level-statement
+    /// program, with the exception thrown on the main thread, after an await, and on another thread.
+    /// </summary>
+    static void ReportFailuresCleanly(string script, bool verbose)
+    {
+        if (Interlocked.Exchange(ref handlerInstalled, 1) == 1) return;
+        AppDomain.CurrentDomain.UnhandledException += (_, e) =>
+        {
+            var exception = e.ExceptionObject as Exception ?? new Exception(e.ExceptionObject?.ToString());
+            var failure = ScriptErrors.Classify(script, exception, verbose);
+            try
+            {
+                Progress.CloseLiveDisplays(); // restore the cursor and Console.Out before writing
+                Console.Out.Flush();
+                Console.Error.WriteLine(failure.Line);
+                if (failure.StackTrace) Console.Error.WriteLine(exception.ToString());
+                Console.Error.Flush();
+            }
+            finally { Environment.Exit(failure.ExitCode); }
+        };
     }
 
     /// <summary>Saves a figure in the output folder (HTML, and PNG where Chromium exists) and says where.</summary>

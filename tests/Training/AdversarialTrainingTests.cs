@@ -141,10 +141,25 @@ public class AdversarialTrainingTests
         using var train = Bands(64, 1);
         using var validation = Bands(32, 2);
         AdversarialTraining.Train(new Tiny(), train, validation, Settings(epochs: 1), dir.Path);
-        var e = Assert.Throws<InvalidOperationException>(() =>
+        var e = Assert.Throws<Carso.IO.ResumeMismatchException>(() =>
             AdversarialTraining.Train(new Tiny(), train, validation, Settings(epochs: 1) with { AttackSteps = 7 }, dir.Path));
         Assert.Contains("holds a training run with other settings", e.Message);
         Assert.Contains(dir.Path, e.Message);
+    }
+
+    [Fact]
+    public void ACorruptEpochFileIsAnErrorNamingIt()
+    {
+        using var dir = new TempFolder();
+        using var train = Bands(64, 1);
+        using var validation = Bands(32, 2);
+        AdversarialTraining.Train(new Tiny(), train, validation, Settings(epochs: 1), dir.Path);
+        var modelFile = Directory.GetFiles(dir.Path, "model-epoch*.bin").Single();
+        File.WriteAllBytes(modelFile, new byte[100]); // a truncated or foreign file
+        var e = Assert.Throws<InvalidDataException>(() =>
+            AdversarialTraining.Train(new Tiny(), train, validation, Settings(epochs: 1), dir.Path));
+        Assert.Contains(modelFile, e.Message);
+        Assert.Contains("delete the folder", e.Message);
     }
 
     [Fact]
