@@ -1,33 +1,19 @@
 #!/usr/bin/env -S dotnet run
 #:project ../lib/Carso.csproj
 // Throughput of the hot operations of Carso on the committed Fashion-MNIST models, side by side with PyTorch
-// (scripts/bench-pytorch.py under Debian's python3-torch, same architectures, weights, images and thread count,
-// interleaved repeat by repeat), and the resident memory of a 2000-iteration APGD-EOT loop on CARSO.
+// (scripts/bench-pytorch.py under Debian's python3-torch: same architectures, weights, images and thread count,
+// interleaved repeat by repeat), and the resident memory of a 2000-iteration APGD-EOT loop on CARSO. Writes the run
+// record and throughput, ratio and memory figures to results/bench/. A shorter run on a busy machine:
+// {Settings.BenchOptions} (recorded in the settings).
 //   dotnet run scripts/bench.cs            -> results/bench/ (run.json, throughput/ratio/memory figures)
 //   dotnet run scripts/bench.cs --smoke    -> a temporary folder, seconds
-using Carso.IO;
 using System.Diagnostics;
 using System.Text.Json;
 using System.Text.Json.Nodes;
-using Carso.Attacks;
-using Carso.Data;
-using Carso.Defence;
-using Carso.Experiments;
-using Carso.Models;
-using Carso.Runtime;
-using Carso.Training;
-using TorchSharp;
-using static TorchSharp.torch;
 
 // ---- settings -------------------------------------------------------------------------------
 var settings = new Settings();
-var run = ScriptRun.Start("bench",
-    "throughput of the hot operations of Carso on the committed Fashion-MNIST models, side by side with PyTorch " +
-    "(scripts/bench-pytorch.py under Debian's python3-torch: same architectures, weights, images and thread count, " +
-    "interleaved repeat by repeat), and the resident memory of a 2000-iteration APGD-EOT loop on CARSO. Writes the " +
-    "run record and throughput, ratio and memory figures to results/bench/. A shorter run on a busy machine: " +
-    $"{Settings.BenchOptions} (recorded in the settings).",
-    settings, args, allowExtraArgs: true);
+var run = ScriptRun.Start(settings, args, allowExtraArgs: true);
 for (var i = 0; i < run.ExtraArgs.Count; i += 2)
 {
     var option = run.ExtraArgs[i];

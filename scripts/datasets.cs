@@ -1,19 +1,13 @@
 #!/usr/bin/env -S dotnet run
 #:project ../lib/Carso.csproj
-// Loads a dataset, prints its size per split and per class, and draws a grid of samples per class.
+// Loads a dataset (Fashion-MNIST by default), prints its size per split and per class, and draws a grid of seeded
+// sample test images per class; writes the figure and a run record to results/datasets/.
 //   dotnet run scripts/datasets.cs            -> results/datasets/
 //   dotnet run scripts/datasets.cs --smoke    -> a temporary folder
-using Carso.Data;
-using Carso.Reporting;
-using Carso.Runtime;
-using static TorchSharp.torch;
 
 // ---- settings -------------------------------------------------------------------------------
 var settings = new Settings();
-var run = ScriptRun.Start("datasets",
-    "loads a dataset (Fashion-MNIST by default), prints its size per split and per class, and draws a grid of " +
-    "seeded sample test images per class; writes the figure and a run record to results/datasets/.",
-    settings, args);
+var run = ScriptRun.Start(settings, args);
 if (run.Smoke) settings = settings with { SamplesPerClass = 3 };
 var seed = run.SeedOverride ?? settings.Seed;
 

@@ -10,9 +10,7 @@
 // ---- settings (published AutoAttack budgets; edit and re-run) ------------------------------------
 var settings = new Settings(Checkpoint: Committed.ClassifierPath, Eps: 0.1, Points: 1000, Attacks: new AutoAttackSettings(),
     BatchSize: 500, LargeEps: 0.5, DiagnosticPoints: 200, Seed: 0);
-const string purpose = "AutoAttack standard (APGD-CE, APGD-T, FAB-T, Square) on a classifier checkpoint, with gradient-masking " +
-                       "diagnostics; publishes the adversarial examples as a transfer set for the CARSO evaluations.";
-var run = ScriptRun.Start("eval-autoattack", purpose, settings, args);
+var run = ScriptRun.Start(settings, args);
 if (run.Smoke) settings = settings with { Points = 24, Attacks = AutoAttackSettings.Smoke, DiagnosticPoints = 24, BatchSize = 12 };
 var seed = run.SeedOverride ?? settings.Seed;
 var threat = Threat.Linf(settings.Eps);
@@ -26,7 +24,7 @@ Console.WriteLine(Budget.Describe(settings.Attacks, new AutoAttackSettings()));
 // ---- evaluate ------------------------------------------------------------------------------------
 var protocol = Protocol.Of("autoattack-standard", threat, m => AutoAttack.Standard(threat, settings.Attacks, m));
 var result = ProtocolEvaluation.Run(classifier.call, test, protocol,
-    new EvaluationOptions(seed, settings.BatchSize, run.Device, run.Output("attacks"), Console.WriteLine));
+    new EvaluationOptions(seed, settings.BatchSize, run.Device, run.Output("attacks"), run.Log, run.Progress));
 var family = result.Families[0];
 Console.WriteLine($"clean accuracy {result.Clean}; AutoAttack robust accuracy {result.WorstCase}; largest perturbation {family.MaxPerturbationNorm:G4}");
 TransferSet.Save(run.Output("transfer.safetensors"), result.WorstCaseImages!, test.Labels,

@@ -15,9 +15,7 @@ using System.Text.Json;
 var settings = new Settings(Purifier: Committed.PurifierPath, Defence: new CarsoSettings(Samples: 8, Aggregation: AggregationKind.Peel),
     ClassifierEvaluation: "results/eval-autoattack", Eps: 0.1, Points: 200,
     Protocol: new CarsoProtocolSettings(EotIter: 4, SquareQueries: 1000, SurrogatePgdEot: false), BatchSize: 100, Seed: 0);
-const string purpose = "The CARSO evaluation protocol (transfer, AutoAttack rand, PGD+EOT, surrogate aggregation, deterministic " +
-                       "path, Square; per-point worst case) on the committed classifier and purifier, next to the classifier alone.";
-var run = ScriptRun.Start("eval-carso", purpose, settings, args);
+var run = ScriptRun.Start(settings, args);
 if (run.Smoke) settings = settings with { Points = 16, Protocol = CarsoProtocolSettings.Smoke, BatchSize = 8 };
 var seed = run.SeedOverride ?? settings.Seed;
 var threat = Threat.Linf(settings.Eps);
@@ -36,7 +34,7 @@ Console.WriteLine($"budget: {budget}");
 Console.WriteLine($"classifier on these points: clean {classifierClean}, AutoAttack standard {classifierRobust}");
 
 // ---- the protocol -----------------------------------------------------------------------------------
-var options = new EvaluationOptions(seed, settings.BatchSize, run.Device, run.Output("attacks"), Console.WriteLine);
+var options = new EvaluationOptions(seed, settings.BatchSize, run.Device, run.Output("attacks"), run.Log, run.Progress);
 var judge = carso.With(carso.Settings with { Differentiable = false });
 var result = ProtocolEvaluation.Run(judge.AsModel(), test, CarsoProtocol.Build(carso, threat, settings.Protocol, transfer), options);
 var diagnostics = CarsoProtocol.Diagnose(carso, test, result, settings.Protocol, options);

@@ -1,24 +1,15 @@
 #!/usr/bin/env -S dotnet run
 #:project ../lib/Carso.csproj
-// Regenerates every figure and the README results table from the run records under results/ (results/*/run.json),
-// without training or attacking anything: each script's figures are drawn by the same function the script uses
-// (lib/Experiments), from the metrics its record holds.
+// Regenerates every figure and the README results tables from the run records under results/ (results/*/run.json),
+// without training or attacking anything: each script's figures are drawn by the same function the script uses, from
+// the metrics its record holds. Without --smoke or --out it writes over results/<script>/ and README.md; with
+// either, everything goes to the output folder.
 //   dotnet run scripts/figures.cs            -> figures over results/<script>/, the table in README.md
 //   dotnet run scripts/figures.cs --smoke    -> reads results/, writes everything to a temporary folder
-using Carso.IO;
-using Carso.Evaluation;
-using Carso.Experiments;
-using Carso.Reporting;
-using Carso.Runtime;
 
 // ---- settings -------------------------------------------------------------------------------
 var settings = new Settings();
-var run = ScriptRun.Start("figures",
-    "regenerates every figure and the README results tables from the run records under results/ " +
-    "(results/*/run.json), without training or attacking anything: each script's figures are drawn by the same " +
-    "function the script uses, from the metrics its record holds. Without --smoke or --out it writes over " +
-    "results/<script>/ and README.md; with either, everything goes to the output folder.",
-    settings, args);
+var run = ScriptRun.Start(settings, args);
 var root = Paths.RepoRoot() ?? throw new DirectoryNotFoundException(
     "figures.cs must run inside the repository (no Carso.slnx found above the script or the current folder)");
 var resultsRoot = Path.Combine(root, settings.Results);

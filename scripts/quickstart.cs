@@ -1,35 +1,17 @@
 #!/usr/bin/env -S dotnet run
 #:project ../lib/Carso.csproj
-// The whole CARSO story on Fashion-MNIST in about ten minutes on 2 CPU cores, from nothing but the dataset:
-// adversarially train a classifier, train its CARSO purifier, attack both, print the table, write the figures.
-// Every budget here is REDUCED to fit (printed at the start); the full protocol is in the other scripts:
+// The whole CARSO story on Fashion-MNIST in about fifteen minutes on 2 CPU cores, from nothing but the dataset:
+// adversarially trains a classifier, trains its CARSO purifier, attacks both (AutoAttack standard on the classifier;
+// AutoAttack rand, PGD+EOT and the adaptive attacks on CARSO), prints the table and writes the figures and a run
+// record to results/quickstart/. Every budget is REDUCED to fit (printed at the start); the full protocol is in
 // train-classifier.cs, train-carso.cs, eval-autoattack.cs and eval-carso.cs.
 //   dotnet run scripts/quickstart.cs            -> results/quickstart/
 //   dotnet run scripts/quickstart.cs --smoke    -> a temporary folder, seconds
-using Carso.IO;
-using Carso.Attacks;
-using Carso.Data;
-using Carso.Defence;
-using Carso.Evaluation;
-using Carso.Experiments;
-using Carso.Models;
-using Carso.Reporting;
-using Carso.Runtime;
-using Carso.Training;
-using TorchSharp;
-using static TorchSharp.torch;
 
 // ---- settings -------------------------------------------------------------------------------
 var settings = new Settings();
-var run = ScriptRun.Start("quickstart",
-    "the whole CARSO story on Fashion-MNIST in about fifteen minutes on 2 CPU cores, from nothing but the dataset: " +
-    "adversarially trains a classifier, trains its CARSO purifier, attacks both (AutoAttack standard on the " +
-    "classifier; AutoAttack rand, PGD+EOT and the adaptive attacks on CARSO), prints the table and writes the " +
-    "figures and a run record to results/quickstart/. Every budget is REDUCED to fit (printed at the start); the " +
-    "full protocol is in train-classifier.cs, train-carso.cs, eval-autoattack.cs and eval-carso.cs.",
-    settings, args);
-if (run.Smoke)
-    settings = settings with
+var run = ScriptRun.Start(settings, args);
+if (run.Smoke) settings = settings with
     {
         TrainPoints = 512, ValidationCount = 128, TestPoints = 24,
         Classifier = settings.Classifier with { Epochs = 1, AttackSteps = 2, EvalPoints = 64, EvalPgdSteps = 2 },
@@ -84,7 +66,7 @@ PurifierCheckpoint.Save(run.Output("purifier-smallcnn-fmnist.safetensors"), puri
 times["train purifier"] = Lap();
 
 // ---- 3. the classifier under AutoAttack standard --------------------------------------------------
-var options = new EvaluationOptions(seed, settings.BatchSize, run.Device, Log: line => run.Log("  " + line));
+var options = new EvaluationOptions(seed, settings.BatchSize, run.Device, Log: line => run.Log("  " + line), Progress: run.Progress);
 var classifierEval = ProtocolEvaluation.Run(classifier.call, test,
     Protocol.Of("autoattack-standard", threat, m => AutoAttack.Standard(threat, settings.ClassifierAttacks, m)),
     options with { StateDir = run.Output("classifier-attacks") });

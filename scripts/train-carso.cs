@@ -2,33 +2,16 @@
 #:project ../lib/Carso.csproj
 // Trains the CARSO purifier (a conditional VAE on the classifier's internal representation) for the committed
 // Fashion-MNIST PGD-AT SmallCnn, then measures on the full test set the clean-accuracy toll and the accuracy on
-// PGD-40 examples crafted against the classifier alone. Resumable.
+// PGD-40 examples crafted against the classifier alone (transfer only: the end-to-end attacks are in eval-carso.cs).
+// Resumable (a changed setting needs a fresh --out folder). Writes the purifier, its spec, loss curves, a
+// reconstruction gallery and a run record to results/train-carso/.
 //   dotnet run scripts/train-carso.cs            -> results/train-carso/
 //   dotnet run scripts/train-carso.cs --smoke    -> a temporary folder, seconds
-using Carso.IO;
-using Carso.Attacks;
-using Carso.Data;
-using Carso.Defence;
-using Carso.Evaluation;
-using Carso.Experiments;
-using Carso.Models;
-using Carso.Reporting;
-using Carso.Runtime;
-using Carso.Training;
-using TorchSharp;
-using static TorchSharp.torch;
 
 // ---- settings -------------------------------------------------------------------------------
 var settings = new Settings();
-var run = ScriptRun.Start("train-carso",
-    "trains the CARSO purifier (a conditional VAE on the classifier's internal representation) for the committed " +
-    "Fashion-MNIST PGD-AT SmallCnn, then measures on the full test set the clean-accuracy toll and the accuracy on " +
-    "PGD-40 examples crafted against the classifier alone (transfer only: the end-to-end attacks are in eval-carso.cs). " +
-    "Resumable (a changed setting needs a fresh --out folder). Writes the purifier, its spec, loss curves, a " +
-    "reconstruction gallery and a run record to results/train-carso/.",
-    settings, args);
-if (run.Smoke)
-    settings = settings with
+var run = ScriptRun.Start(settings, args);
+if (run.Smoke) settings = settings with
     {
         TrainPoints = 256, ValidationCount = 128, TestPoints = 64, TestPgdSteps = 3,
         Training = settings.Training with { Epochs = 1, PgdSteps = 2, EvalPoints = 32, EvalPgdSteps = 2, BatchSize = 64 },

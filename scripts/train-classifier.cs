@@ -1,31 +1,16 @@
 #!/usr/bin/env -S dotnet run
 #:project ../lib/Carso.csproj
-// Adversarially trains SmallCnn on Fashion-MNIST (PGD-AT, Linf eps 0.1 by default), then measures clean and
-// PGD-20 accuracy on the full test set. Resumable: kill it and run it again, it continues from the last epoch.
+// Adversarially trains SmallCnn on Fashion-MNIST (PGD-AT, Linf eps 0.1 by default), keeps the checkpoint with the
+// best held-out PGD accuracy, then measures its clean and PGD-20 accuracy on the full test set and exports it as
+// safetensors. Resumable: kill it and run it again, it continues from the last complete epoch (a changed setting
+// needs a fresh --out folder). Writes to results/train-classifier/.
 //   dotnet run scripts/train-classifier.cs            -> results/train-classifier/
 //   dotnet run scripts/train-classifier.cs --smoke    -> a temporary folder, seconds
-using Carso.IO;
-using Carso.Attacks;
-using Carso.Data;
-using Carso.Evaluation;
-using Carso.Experiments;
-using Carso.Models;
-using Carso.Reporting;
-using Carso.Runtime;
-using Carso.Training;
-using TorchSharp;
-using static TorchSharp.torch;
 
 // ---- settings -------------------------------------------------------------------------------
 var settings = new Settings();
-var run = ScriptRun.Start("train-classifier",
-    "adversarially trains SmallCnn on Fashion-MNIST (PGD-AT, Linf eps 0.1 by default), keeps the checkpoint with the " +
-    "best held-out PGD accuracy, then measures its clean and PGD-20 accuracy on the full test set and exports it as " +
-    "safetensors. Resumable: kill it and run it again, it continues from the last complete epoch (a changed setting " +
-    "needs a fresh --out folder). Writes to results/train-classifier/.",
-    settings, args);
-if (run.Smoke)
-    settings = settings with
+var run = ScriptRun.Start(settings, args);
+if (run.Smoke) settings = settings with
     {
         TrainPoints = 512, ValidationCount = 256, TestPoints = 200,
         Training = settings.Training with { Epochs = 2, AttackSteps = 2, EvalPgdSteps = 3, EvalPoints = 128 },

@@ -9,9 +9,9 @@ using static TorchSharp.torch;
 namespace Carso.Evaluation;
 
 /// <summary>How to run a protocol: the seed every generator is derived from, points per block, the device, where the
-/// resumable state lives (null: not resumable), and where log lines go.</summary>
+/// resumable state lives (null: not resumable), where log lines go, and the progress display (a bar per attack).</summary>
 public sealed record EvaluationOptions(long Seed = 0, int BatchSize = 100, Device? Device = null, string? StateDir = null,
-    Action<string>? Log = null);
+    Action<string>? Log = null, Progress? Progress = null);
 
 /// <summary>
 /// The one evaluation driver: runs any <see cref="Protocol"/> on any model (deterministic or stochastic).
@@ -130,6 +130,8 @@ public static class ProtocolEvaluation
         {
             if (state.BlocksDone == 0 && state.Queue.IsEmpty)
                 state = state with { Queue = [.. Enumerable.Range(0, n).Where(i => cleanCorrect[i] && state.BrokenBy[i] < 0)] };
+            using var bar = (options.Progress ?? Progress.None).Start($"{family.Name}: {names[state.Attack]} (points)", state.Queue.Length);
+            bar.Advance(state.Queue.Count(i => i < state.BlocksDone * options.BatchSize)); // blocks done before a resume
             for (var block = state.BlocksDone; block < blocks; block++)
             {
                 var (start, end) = (block * options.BatchSize, Math.Min(n, (block + 1) * options.BatchSize));
@@ -137,6 +139,7 @@ public static class ProtocolEvaluation
                 var outcome = points.Length == 0 ? null : AttackBlock(model, data, protocol, family, state.Attack, block, points, images, options);
                 var attackName = names[state.Attack];
                 state = Step(state, outcome, blocks, attackName);
+                bar.Advance(points.Length);
                 if (stateFile is not null) EvaluationStateFiles.Save(stateFile, state, images);
                 if (outcome is not null)
                     log($"  {attackName}: block {block + 1}/{blocks} ({points.Length} points), {outcome.Fooled.Count(f => f)} broken, {outcome.Seconds:F1} s");

@@ -98,11 +98,11 @@ public static class Ablation
         var prior = new Dictionary<string, ProtocolResult>();
         var threats = new List<string>();
         var results = new List<VariantResult>();
-        var options = new EvaluationOptions(seed, budget.BatchSize, run.Device, Log: line => Console.WriteLine("  " + line));
+        var options = new EvaluationOptions(seed, budget.BatchSize, run.Device, Log: line => run.Log("  " + line), Progress: run.Progress);
         foreach (var variant in variants)
         {
-            Console.WriteLine($"---- {variant.Name}: {variant.Description} ----");
-            var made = variant.Make(new VariantContext(clean, attacked, budget, transfer, prior, run.Device, Console.WriteLine));
+            run.Log($"---- {variant.Name}: {variant.Description} ----");
+            var made = variant.Make(new VariantContext(clean, attacked, budget, transfer, prior, run.Device, run.Log));
             var (correct, _) = ProtocolEvaluation.Judge(made.Model, clean, clean.Images, options, "clean");
             var cleanAccuracy = Accuracy.Of(correct.Count(c => c), correct.Length);
             var result = ProtocolEvaluation.Run(made.Model, attacked, made.Protocol, options);

@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using Carso.IO;
 using System.Diagnostics;
 using Carso.Reporting;
@@ -47,13 +48,24 @@ public sealed record ScriptRun(
     /// picks the device and prints the header line. --help prints the purpose, the options and the settings with
     /// their defaults, then exits 0. From here on, an exception that ends the script is reported as one line
     /// (see the type's summary).</summary>
-    /// <param name="script">The script's name (its file name without .cs): the default output folder.</param>
-    /// <param name="purpose">One paragraph: what the script does and writes.</param>
-    /// <param name="settings">The settings record with its defaults, listed by --help.</param>
+    /// <param name="settings">The settings record with its values, listed by --help.</param>
     /// <param name="args">The command line.</param>
     /// <param name="allowExtraArgs">Keep options other than the common ones in ExtraArgs (the script parses them).</param>
-    public static ScriptRun Start(string script, string purpose, object settings, string[] args, bool allowExtraArgs = false) =>
-        StartRun(script, purpose, settings, args, allowExtraArgs);
+    /// <param name="scriptFile">Filled in by the compiler: the script's source file. Its name (without .cs) names the run
+    /// and its default output folder; its header comment is the purpose --help prints (one text, never typed twice).</param>
+    public static ScriptRun Start(object settings, string[] args, bool allowExtraArgs = false, [CallerFilePath] string scriptFile = "") =>
+        StartRun(Path.GetFileNameWithoutExtension(scriptFile), Purpose(scriptFile), settings, args, allowExtraArgs);
+
+    /// <summary>A script's purpose: its header comment (the // lines after the #! and #: lines, up to the usage lines
+    /// "//   dotnet run ..."), as one paragraph; null when the source is not there (a moved build).</summary>
+    public static string? Purpose(string scriptFile)
+    {
+        if (!File.Exists(scriptFile)) return null;
+        var lines = File.ReadLines(scriptFile).SkipWhile(l => l.StartsWith("#", StringComparison.Ordinal))
+            .TakeWhile(l => l.StartsWith("//", StringComparison.Ordinal) && !l.TrimStart('/', ' ').StartsWith("dotnet run", StringComparison.Ordinal))
+            .Select(l => l.TrimStart('/').Trim()).ToArray();
+        return lines.Length == 0 ? null : string.Join(" ", lines);
+    }
 
     /// <summary>The form without a purpose and settings (--help then lists the options only).</summary>
     public static ScriptRun Start(string script, string[] args, bool allowExtraArgs = false) =>

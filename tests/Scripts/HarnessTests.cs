@@ -80,7 +80,7 @@ public class HarnessTests
         var result = Run("datasets.cs", null, "--help");
         Assert.True(result.ExitCode == 0, result.ToString());
         Assert.Equal("", result.Stderr.Trim());
-        Assert.StartsWith("datasets: loads a dataset", result.Stdout);
+        Assert.StartsWith("datasets: Loads a dataset", result.Stdout);
         foreach (var option in new[] { "--smoke", "--out DIR", "--seed N", "auto|cpu|cuda[:N]", "--verbose", "--help" })
             Assert.Contains(option, result.Stdout);
         foreach (var setting in new[] { "Dataset = \"fashion-mnist\"", "SamplesPerClass = 10", "Seed = 0", "Folder = null" })
