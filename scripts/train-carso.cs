@@ -9,7 +9,16 @@
 //   dotnet run scripts/train-carso.cs --smoke    -> a temporary folder, seconds
 
 // ---- settings -------------------------------------------------------------------------------
-var settings = new Settings();
+var settings = new Settings(
+    Classifier: "results/train-classifier/smallcnn-fmnist-pgdat.safetensors",
+    Model: new(Channels1: 32, Channels2: 64, Hidden: 256),
+    Layers: ["conv1", "conv2", "fc1"],
+    Purifier: new(ConditioningSize: 256, LatentSize: 64),
+    Training: new() { Epochs = 3, EvalPoints = 500 },
+    ValidationCount: 5000,
+    TrainPoints: 30000,
+    TestPoints: int.MaxValue,
+    TestPgdSteps: 40);
 var run = ScriptRun.Start(settings, args);
 if (run.Smoke) settings = settings with
     {
@@ -21,8 +30,7 @@ var seed = settings.Training.Seed;
 manual_seed(seed);
 
 // ---- data -------------------------------------------------------------------------------------
-var (train, validation, test) = FashionMnist.Splits(settings.ValidationCount, seed, settings.TrainPoints, settings.TestPoints);
-Console.WriteLine($"data: {train.Count} training, {validation.Count} held-out, {test.Count} test images");
+var (train, validation, test) = FashionMnist.Splits(settings.ValidationCount, seed, settings.TrainPoints, settings.TestPoints, run.Log);
 
 // ---- the frozen classifier and the purifier ----------------------------------------------------
 var classifier = new SmallCnn(settings.Model);
@@ -104,23 +112,12 @@ var record = run.Finish(settings, seed, new
     purifier = Path.GetFileName(purifierPath),
     galleries = new Dictionary<string, Gallery> { ["reconstructions"] = reconstructions },
 });
-foreach (var (name, figure) in TrainCarsoReport.Figures(record).Concat(Gallery.FiguresOf(record))) run.SaveFigure(figure, name);
+foreach (var (name, figure) in TrainingReports.Purifier(record).Concat(Gallery.FiguresOf(record))) run.SaveFigure(figure, name);
 foreach (var data in new[] { train, validation, test }) data.Dispose();
 
-/// <summary>Settings: edit and re-run (a changed setting needs a fresh output folder or --out).</summary>
-record Settings
-{
-    public string Classifier { get; init; } = "results/train-classifier/smallcnn-fmnist-pgdat.safetensors";
-    public SmallCnn.Settings Model { get; init; } = new(Channels1: 32, Channels2: 64, Hidden: 256);
-    /// <summary>The representation: every conv and linear layer before the logits (the reference takes all conv layers).</summary>
-    public string[] Layers { get; init; } = ["conv1", "conv2", "fc1"];
-    /// <summary>Scaled down from the CIFAR reference (conditioning 512, latent 128) for 1x28x28 images on a CPU.</summary>
-    public PurifierSettings Purifier { get; init; } = new(ConditioningSize: 256, LatentSize: 64);
-    /// <summary>3 epochs on 30,000 images: the CPU budget of the reference run on 2 cores (the reference recipe
-    /// trains 200 epochs on CIFAR-10); raise Epochs and TrainPoints for a stronger purifier.</summary>
-    public PurifierTrainingSettings Training { get; init; } = new() { Epochs = 3, EvalPoints = 500 };
-    public int ValidationCount { get; init; } = 5000;
-    public int TrainPoints { get; init; } = 30000;
-    public int TestPoints { get; init; } = int.MaxValue;
-    public int TestPgdSteps { get; init; } = 40;
-}
+/// <summary>Settings (their values are at the top of the script): edit and re-run (a changed setting needs a fresh output folder or --out).</summary>
+/// <param name="Layers">The representation: every conv and linear layer before the logits (the reference takes all conv layers).</param>
+/// <param name="Purifier">Scaled down from the CIFAR reference (conditioning 512, latent 128) for 1x28x28 images on a CPU.</param>
+/// <param name="Training">3 epochs on 30,000 images: the CPU budget of the reference run on 2 cores (the reference recipe trains 200 epochs on CIFAR-10); raise Epochs and TrainPoints for a stronger purifier.</param>
+record Settings(string Classifier, SmallCnn.Settings Model, string[] Layers, PurifierSettings Purifier,
+    PurifierTrainingSettings Training, int ValidationCount, int TrainPoints, int TestPoints, int TestPgdSteps);

@@ -8,7 +8,13 @@
 //   dotnet run scripts/train-classifier.cs --smoke    -> a temporary folder, seconds
 
 // ---- settings -------------------------------------------------------------------------------
-var settings = new Settings();
+var settings = new Settings(
+    Model: new(Channels1: 32, Channels2: 64, Hidden: 256),
+    Training: AdversarialTrainingSettings.FashionMnistPgdAt, // the committed classifier's recipe (see its doc comment)
+    ValidationCount: 5000,
+    TrainPoints: int.MaxValue,
+    TestPoints: int.MaxValue,
+    TestPgdSteps: 20);
 var run = ScriptRun.Start(settings, args);
 if (run.Smoke) settings = settings with
     {
@@ -21,8 +27,7 @@ var seed = settings.Training.Seed;
 manual_seed(seed);
 
 // ---- data -------------------------------------------------------------------------------------
-var (train, validation, test) = FashionMnist.Splits(settings.ValidationCount, seed, settings.TrainPoints, settings.TestPoints);
-Console.WriteLine($"data: {train.Count} training, {validation.Count} held-out, {test.Count} test images");
+var (train, validation, test) = FashionMnist.Splits(settings.ValidationCount, seed, settings.TrainPoints, settings.TestPoints, run.Log);
 
 // ---- model and training -------------------------------------------------------------------------
 var model = new SmallCnn(settings.Model);
@@ -75,28 +80,9 @@ var record = run.Finish(settings, seed, new
     validationPoints = validation.Count,
     testPoints = test.Count,
 });
-foreach (var (name, figure) in TrainClassifierReport.Figures(record)) run.SaveFigure(figure, name);
+foreach (var (name, figure) in TrainingReports.Classifier(record)) run.SaveFigure(figure, name);
 foreach (var data in new[] { train, validation, test }) data.Dispose();
 
-/// <summary>Settings: edit and re-run (a changed setting needs a fresh output folder or --out).</summary>
-record Settings
-{
-    public SmallCnn.Settings Model { get; init; } = new(Channels1: 32, Channels2: 64, Hidden: 256);
-    public AdversarialTrainingSettings Training { get; init; } = new()
-    {
-        Method = TrainingMethod.PgdAt,
-        Threat = Threat.Linf(0.1),
-        AttackSteps = 5,                 // 5 steps of 2.5 eps / 5: a CPU budget; PGD-20 judges the result
-        Epochs = 12,
-        BatchSize = 128,
-        Optimizer = new OptimizerSettings(OptimizerKind.Adam, LearningRate: 1e-3, WeightDecay: 0),
-        Schedule = new ScheduleSettings(ScheduleKind.Piecewise, Milestones: [0.5, 0.75], Factor: 0.1),
-        EvalPgdSteps = 20,
-        EvalPoints = 1000,
-        Seed = 0,
-    };
-    public int ValidationCount { get; init; } = 5000;
-    public int TrainPoints { get; init; } = int.MaxValue;
-    public int TestPoints { get; init; } = int.MaxValue;
-    public int TestPgdSteps { get; init; } = 20;
-}
+/// <summary>Settings (their values are at the top of the script): edit and re-run (a changed setting needs a fresh output folder or --out).</summary>
+record Settings(SmallCnn.Settings Model, AdversarialTrainingSettings Training, int ValidationCount, int TrainPoints,
+    int TestPoints, int TestPgdSteps);

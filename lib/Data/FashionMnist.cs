@@ -47,16 +47,21 @@ public static class FashionMnist
 
     /// <summary>
     /// The three sets a training script needs: the first trainPoints of the training split after holding out
-    /// validationCount points chosen by the seed, the held-out points, and the first testPoints test images.
+    /// validationCount points chosen by the seed, the held-out points, and the first testPoints test images; their sizes
+    /// go to <paramref name="log"/> when given.
     /// </summary>
     public static (Dataset Train, Dataset Validation, Dataset Test) Splits(long validationCount, long seed,
-        long trainPoints = long.MaxValue, long testPoints = long.MaxValue)
+        long trainPoints = long.MaxValue, long testPoints = long.MaxValue, Action<string>? log = null)
     {
         using var fullTrain = Load(Split.Train);
         var (trainAll, validation) = fullTrain.SplitValidation(validationCount, seed);
         using (trainAll)
         using (var fullTest = Load(Split.Test))
-            return (trainAll.Take(trainPoints), validation, fullTest.Take(testPoints));
+        {
+            var (train, test) = (trainAll.Take(trainPoints), fullTest.Take(testPoints));
+            log?.Invoke($"data: {train.Count} training, {validation.Count} held-out, {test.Count} test images");
+            return (train, validation, test);
+        }
     }
 }
 

@@ -14,8 +14,8 @@ public static class Reports
         new Dictionary<string, Func<RunRecord, IReadOnlyList<(string Name, Figure Figure)>>>
         {
             ["datasets"] = Gallery.FiguresOf,
-            ["train-classifier"] = TrainClassifierReport.Figures,
-            ["train-carso"] = r => [.. TrainCarsoReport.Figures(r), .. Gallery.FiguresOf(r)],
+            ["train-classifier"] = TrainingReports.Classifier,
+            ["train-carso"] = r => [.. TrainingReports.Purifier(r), .. Gallery.FiguresOf(r)],
             ["eval-autoattack"] = EvalAutoAttackReport.Figures,
             ["eval-carso"] = EvalCarsoReport.Figures,
             ["quickstart"] = r => [.. QuickstartReport.Figures(r), .. Gallery.FiguresOf(r)],
