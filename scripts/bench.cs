@@ -51,13 +51,12 @@ Console.WriteLine($"load average (1, 5, 15 min): {loadAtStart} on {Environment.P
 Console.WriteLine($"threads: {threads} (intra-op), PyTorch gets the same");
 
 // ---- models and images -------------------------------------------------------------------------
-var classifier = new SmallCnn(settings.Model);
-StateDicts.Import(classifier, Path.Combine(root, settings.Classifier));
-classifier.to(run.Device).eval();
-var purifierPath = Path.Combine(root, settings.Purifier);
-var (purifier, spec) = PurifierCheckpoint.Load(purifierPath, classifier, settings.Layers);
-var (trainee, _) = PurifierCheckpoint.Load(purifierPath, classifier, settings.Layers); // trained by the step benchmarks
-var carso = new CarsoModel(classifier, purifier, settings.Layers);
+var classifier = Committed.Classifier(run.Device, settings.Classifier);
+var purifierPath = Committed.PathOf(settings.Purifier);
+var (purifier, spec) = Committed.Purifier(classifier, run.Device, settings.Purifier);
+var (trainee, _) = PurifierCheckpoint.Load(purifierPath, classifier); // trained by the step benchmarks
+var layers = spec.LayerNames;
+var carso = new CarsoModel(classifier, purifier, layers);
 var points = Math.Max(settings.BatchSizes.Max(), settings.ApgdPoints);
 var dataFolder = FashionMnist.Locate();
 Dataset test;
@@ -114,11 +113,11 @@ foreach (var b in settings.BatchSizes)
     operations.Add(new($"carso-grad-n{settings.GradSamples}", b, b, $"CARSO end to end, forward + backward to the input, N = {settings.GradSamples}",
         () => Pgd.InputGradient(endToEnd, x, y)));
     operations.Add(new("purifier-step", b, b, "PurifierTraining.Step alone (Adam in Lookahead) on a precomputed mixed batch",
-        () => { var mixed = MixedOnce(b, x, y); return PurifierTraining.Step(classifier, settings.Layers, trainee, optimizer, x, mixed, 1.0).Bce; }));
+        () => { var mixed = MixedOnce(b, x, y); return PurifierTraining.Step(classifier, layers, trainee, optimizer, x, mixed, 1.0).Bce; }));
     if (settings.MixedBatchSizes.Contains(b))
         operations.Add(new("purifier-step-mixed", b, b,
             $"PurifierTraining.MixedBatch (FGSM eps/2, FGSM eps, PGD-{settings.MixedBatchPgdSteps} eps/2 and eps on half the batch) + Step",
-            () => PurifierTraining.Step(classifier, settings.Layers, trainee, optimizer, x,
+            () => PurifierTraining.Step(classifier, layers, trainee, optimizer, x,
                 PurifierTraining.MixedBatch(classifier.call, x, y, training), 1.0).Bce,
             Extra: new() { ["pgdSteps"] = settings.MixedBatchPgdSteps }));
 }
@@ -166,10 +165,8 @@ foreach (var (name, figure) in BenchReport.Figures(record)) run.SaveFigure(figur
 record Settings
 {
     public const string BenchOptions = "--batch-sizes B[,B] | --apgd-points N | --memory-iterations N";
-    public string Classifier { get; init; } = "results/train-classifier/smallcnn-fmnist-pgdat.safetensors";
-    public SmallCnn.Settings Model { get; init; } = new(Channels1: 32, Channels2: 64, Hidden: 256);
-    public string Purifier { get; init; } = "results/train-carso/purifier-smallcnn-fmnist.safetensors";
-    public string[] Layers { get; init; } = ["conv1", "conv2", "fc1"];
+    public string Classifier { get; init; } = Committed.ClassifierPath;
+    public string Purifier { get; init; } = Committed.PurifierPath;
     public int[] BatchSizes { get; init; } = [128, 512];
     /// <summary>Untimed calls before the timed ones (per side; APGD gets none: the other operations warm its kernels).</summary>
     public int Warmup { get; init; } = 1;
@@ -373,8 +370,8 @@ sealed class PyTorchReference(Process process, JsonObject ready) : IDisposable
                      "--images", IdxDataset.FindFile(dataFolder, IdxDataset.FileStems(Split.Test).Images),
                      "--labels", IdxDataset.FindFile(dataFolder, IdxDataset.FileStems(Split.Test).Labels),
                      "--points", points.ToString(), "--check-points", s.CheckPoints.ToString(), "--threads", threads.ToString(),
-                     "--channels1", s.Model.Channels1.ToString(), "--channels2", s.Model.Channels2.ToString(),
-                     "--hidden", s.Model.Hidden.ToString(), "--seed", seed.ToString(),
+                     "--channels1", Committed.ClassifierSettings.Channels1.ToString(), "--channels2", Committed.ClassifierSettings.Channels2.ToString(),
+                     "--hidden", Committed.ClassifierSettings.Hidden.ToString(), "--seed", seed.ToString(),
                  })
             info.ArgumentList.Add(a);
         var process = new Process { StartInfo = info };

@@ -6,7 +6,7 @@
 //   dotnet run scripts/datasets.cs --smoke    -> a temporary folder
 
 // ---- settings -------------------------------------------------------------------------------
-var settings = new Settings();
+var settings = new Settings(Dataset: "fashion-mnist", SamplesPerClass: 10, Seed: 0, Folder: null);
 var run = ScriptRun.Start(settings, args);
 if (run.Smoke) settings = settings with { SamplesPerClass = 3 };
 var seed = run.SeedOverride ?? settings.Seed;
@@ -55,4 +55,4 @@ foreach (var (name, figure) in Gallery.FiguresOf(record)) run.SaveFigure(figure,
 foreach (var (_, data) in splits) data.Dispose();
 
 /// <summary>Settings: edit and re-run. Folder null = the dataset's default search path.</summary>
-record Settings(string Dataset = "fashion-mnist", int SamplesPerClass = 10, long Seed = 0, string? Folder = null);
+record Settings(string Dataset, int SamplesPerClass, long Seed, string? Folder);

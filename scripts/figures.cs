@@ -8,7 +8,7 @@
 //   dotnet run scripts/figures.cs --smoke    -> reads results/, writes everything to a temporary folder
 
 // ---- settings -------------------------------------------------------------------------------
-var settings = new Settings();
+var settings = new Settings(Results: "results");
 var run = ScriptRun.Start(settings, args);
 var root = Paths.RepoRoot() ?? throw new DirectoryNotFoundException(
     "figures.cs must run inside the repository (no Carso.slnx found above the script or the current folder)");
@@ -65,4 +65,4 @@ Console.WriteLine($"sweep and ablations table ({ablationRows.Count} rows)");
 run.Finish(settings, 0, new { records = records.Keys, figures = drawn, tableRows = rows.Count, ablationRows = ablationRows.Count });
 
 /// <summary>Settings: Results is the folder of run records, relative to the repository root.</summary>
-record Settings(string Results = "results");
+record Settings(string Results);

@@ -10,8 +10,7 @@
 
 // ---- settings -------------------------------------------------------------------------------
 var settings = new Settings(
-    Classifier: "results/train-classifier/smallcnn-fmnist-pgdat.safetensors",
-    Model: new(Channels1: 32, Channels2: 64, Hidden: 256),
+    Classifier: Committed.ClassifierPath,
     Layers: ["conv1", "conv2", "fc1"],
     Purifier: new(ConditioningSize: 256, LatentSize: 64),
     Training: new() { Epochs = 3, EvalPoints = 500 },
@@ -33,9 +32,7 @@ manual_seed(seed);
 var (train, validation, test) = FashionMnist.Splits(settings.ValidationCount, seed, settings.TrainPoints, settings.TestPoints, run.Log);
 
 // ---- the frozen classifier and the purifier ----------------------------------------------------
-var classifier = new SmallCnn(settings.Model);
-StateDicts.Import(classifier, Path.Combine(Paths.RepoRoot() ?? ".", settings.Classifier));
-classifier.to(run.Device).eval();
+var classifier = Committed.Classifier(run.Device, settings.Classifier);
 var layers = Representation.Describe(classifier, [1, 28, 28]);
 var layerShapes = settings.Layers.Select(name => layers.Single(l => l.Name == name).OutputShape[1..]).ToArray();
 Console.WriteLine($"representation: {string.Join(", ", settings.Layers.Select((n, i) => $"{n} [{string.Join("x", layerShapes[i])}]"))}");
@@ -119,5 +116,5 @@ foreach (var data in new[] { train, validation, test }) data.Dispose();
 /// <param name="Layers">The representation: every conv and linear layer before the logits (the reference takes all conv layers).</param>
 /// <param name="Purifier">Scaled down from the CIFAR reference (conditioning 512, latent 128) for 1x28x28 images on a CPU.</param>
 /// <param name="Training">3 epochs on 30,000 images: the CPU budget of the reference run on 2 cores (the reference recipe trains 200 epochs on CIFAR-10); raise Epochs and TrainPoints for a stronger purifier.</param>
-record Settings(string Classifier, SmallCnn.Settings Model, string[] Layers, PurifierSettings Purifier,
+record Settings(string Classifier, string[] Layers, PurifierSettings Purifier,
     PurifierTrainingSettings Training, int ValidationCount, int TrainPoints, int TestPoints, int TestPgdSteps);
