@@ -10,7 +10,7 @@
 
 // ---- settings -------------------------------------------------------------------------------
 var settings = new Settings(
-    Model: new(Channels1: 32, Channels2: 64, Hidden: 256),
+    Model: Committed.ClassifierSettings, // the committed classifier's architecture
     // The committed classifier's recipe, REDUCED: 3 epochs (12), decay at 67% only, held-out PGD-10 on 500 points.
     Classifier: AdversarialTrainingSettings.FashionMnistPgdAt with
         { Epochs = 3, Schedule = new ScheduleSettings(ScheduleKind.Piecewise, Milestones: [0.67], Factor: 0.1), EvalPgdSteps = 10, EvalPoints = 500 },

@@ -9,7 +9,7 @@
 
 // ---- settings -------------------------------------------------------------------------------
 var settings = new Settings(
-    Model: new(Channels1: 32, Channels2: 64, Hidden: 256),
+    Model: Committed.ClassifierSettings, // the committed classifier's architecture
     Training: AdversarialTrainingSettings.FashionMnistPgdAt, // the committed classifier's recipe (see its doc comment)
     ValidationCount: 5000,
     TrainPoints: int.MaxValue,

@@ -32,13 +32,14 @@ public static class VariantReport
             .ToArray();
     }
 
-    /// <summary>The README's compact rows: per variant its clean accuracy and its worst case.</summary>
-    public static IReadOnlyList<ResultRow> ReadmeRows(RunRecord record, string command) =>
-        Read(record).Variants.SelectMany(v => new[]
-        {
-            new ResultRow($"{record.Script}: {Label(v)}", $"clean (n={v.Clean.N})", v.Clean, command),
-            new ResultRow($"{record.Script}: {Label(v)}", "worst case", v.WorstCase, command),
-        }).ToArray();
+    /// <summary>The README's compact rows: per variant its clean accuracy and its worst case (a sweep over eps: the worst
+    /// case only; its eps-0 point is the clean accuracy).</summary>
+    public static IReadOnlyList<ResultRow> ReadmeRows(RunRecord record, string command)
+    {
+        var m = Read(record);
+        return m.Variants.SelectMany(v => (m.Varied == "eps" ? [] : new[] { new ResultRow($"{record.Script}: {Label(v)}", $"clean (n={v.Clean.N})", v.Clean, command) })
+            .Append(new ResultRow($"{record.Script}: {Label(v)}", "worst case", v.WorstCase, command))).ToArray();
+    }
 
     public static IReadOnlyList<MonotonicityCheck> Monotonicity(IReadOnlyList<VariantResult> variants) =>
         variants.Where(v => v.X is not null).GroupBy(v => v.Series).Select(series =>
