@@ -9,7 +9,7 @@
 
 // ---- settings (edit and re-run) --------------------------------------------------------------------
 var settings = new Settings(Fractions: [0, 0.25, 0.5, 1.0], TrainPoints: 16384, ValidationCount: 5000,
-    Purifier: new PurifierSettings(ConditioningSize: 256, LatentSize: 64), Defence: new CarsoSettings(Samples: 8, Aggregation: AggregationKind.Peel),
+    Purifier: new PurifierSettings(ConditioningSize: 256, LatentSize: 64), Defence: new CarsoSettings(Samples: 8, Aggregation: AggregationKind.ExpShare),
     Training: new PurifierTrainingSettings { Epochs = 1, PgdSteps = 10, PgdStepSize = 0.025, EvalPoints = 100, EvalPgdSteps = 10 },
     Budget: new AblationBudget(CleanPoints: 500, RobustPoints: 100, Protocol: new CarsoProtocolSettings(RandAttacks: ["apgd-ce"],
         ApgdIterations: 10, EotIter: 2, PgdSteps: 0, Surrogate: null, RepresentationPath: false, SquareQueries: 0)));

@@ -8,7 +8,7 @@
 //   dotnet run scripts/ablation-aggregation.cs [--smoke]   -> results/ablation-aggregation/ (or a temporary folder)
 
 // ---- settings (edit and re-run) --------------------------------------------------------------------
-var settings = new Settings(Aggregations: [AggregationKind.Logit, AggregationKind.Prob, AggregationKind.Count, AggregationKind.Peel],
+var settings = new Settings(Aggregations: [AggregationKind.Logit, AggregationKind.Prob, AggregationKind.Count, AggregationKind.ExpShare],
     Samples: 8, Budget: new AblationBudget(CleanPoints: 1000, RobustPoints: 200, Protocol: new CarsoProtocolSettings(
         RandAttacks: ["apgd-ce"], ApgdIterations: 10, EotIter: 2, PgdSteps: 0, Surrogate: AggregationKind.Logit,
         RepresentationPath: false, SquareQueries: 0)));

@@ -8,7 +8,7 @@
 //   dotnet run scripts/ablation-deterministic.cs [--smoke]   -> results/ablation-deterministic/ (or a temporary folder)
 
 // ---- settings (edit and re-run) --------------------------------------------------------------------
-var settings = new Settings(Samples: 8, Aggregation: AggregationKind.Peel, Budget: new AblationBudget(CleanPoints: 1000, RobustPoints: 200,
+var settings = new Settings(Samples: 8, Aggregation: AggregationKind.ExpShare, Budget: new AblationBudget(CleanPoints: 1000, RobustPoints: 200,
     Protocol: new CarsoProtocolSettings(RandAttacks: ["apgd-ce"], ApgdIterations: 10, EotIter: 2, PgdSteps: 0, Surrogate: null,
         RepresentationPath: true, SquareQueries: 0)));
 var run = ScriptRun.Start(settings, args);

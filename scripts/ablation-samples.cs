@@ -6,7 +6,7 @@
 //   dotnet run scripts/ablation-samples.cs [--smoke]   -> results/ablation-samples/ (or a temporary folder)
 
 // ---- settings (edit and re-run) --------------------------------------------------------------------
-var settings = new Settings(Samples: [1, 2, 4, 8, 16], Aggregation: AggregationKind.Peel, TimingPoints: 200, TimingRepeats: 3,
+var settings = new Settings(Samples: [1, 2, 4, 8, 16], Aggregation: AggregationKind.ExpShare, TimingPoints: 200, TimingRepeats: 3,
     Budget: new AblationBudget(CleanPoints: 1000, RobustPoints: 200, Protocol: new CarsoProtocolSettings(RandAttacks: ["apgd-ce"],
         ApgdIterations: 10, EotIter: 2, PgdSteps: 0, Surrogate: null, RepresentationPath: false, SquareQueries: 0)));
 var run = ScriptRun.Start(settings, args);

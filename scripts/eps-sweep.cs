@@ -7,7 +7,7 @@
 //   dotnet run scripts/eps-sweep.cs [--smoke]   -> results/eps-sweep/ (or a temporary folder)
 
 // ---- settings (edit and re-run) --------------------------------------------------------------------
-var settings = new Settings(Eps: [0, 0.025, 0.05, 0.1, 0.15, 0.2, 0.3], Defence: new CarsoSettings(Samples: 8, Aggregation: AggregationKind.Peel),
+var settings = new Settings(Eps: [0, 0.025, 0.05, 0.1, 0.15, 0.2, 0.3], Defence: new CarsoSettings(Samples: 8, Aggregation: AggregationKind.ExpShare),
     ClassifierAttacks: new AutoAttackSettings(ApgdIterations: 25, NTargetClasses: 3), PgdStepFactor: 2.5 / 10,
     Budget: new AblationBudget(CleanPoints: 100, RobustPoints: 100, Transfer: false, Protocol: new CarsoProtocolSettings(ApgdIterations: 10,
         EotIter: 1, PgdSteps: 10, Surrogate: null, RepresentationPath: true, SquareQueries: 0)));

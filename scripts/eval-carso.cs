@@ -12,7 +12,7 @@
 using System.Text.Json;
 
 // ---- settings (edit and re-run; the published protocol is CarsoProtocolSettings.Published on 1000 points) ------
-var settings = new Settings(Purifier: Committed.PurifierPath, Defence: new CarsoSettings(Samples: 8, Aggregation: AggregationKind.Peel),
+var settings = new Settings(Purifier: Committed.PurifierPath, Defence: new CarsoSettings(Samples: 8, Aggregation: AggregationKind.ExpShare),
     ClassifierEvaluation: "results/eval-autoattack", Eps: 0.1, Points: 200,
     Protocol: new CarsoProtocolSettings(EotIter: 4, SquareQueries: 1000, SurrogatePgdEot: false), BatchSize: 100, Seed: 0);
 var run = ScriptRun.Start(settings, args);

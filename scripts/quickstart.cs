@@ -17,7 +17,7 @@ var settings = new Settings(
     Layers: ["conv1", "conv2", "fc1"],
     PurifierSize: new(ConditioningSize: 256, LatentSize: 64),
     Purifier: new() { Epochs = 4, PgdSteps = 10, PgdStepSize = 0.025, EvalPoints = 200, EvalPgdSteps = 10 },
-    Defence: new(Samples: 8, Aggregation: AggregationKind.Peel),
+    Defence: new(Samples: 8, Aggregation: AggregationKind.ExpShare),
     TrainPoints: 20000,
     ValidationCount: 1000,
     TestPoints: 200,

@@ -212,6 +212,7 @@ public static class Apgd
         var intervals = checkpoints.Select((at, j) => (at, k: at - (j == 0 ? 0 : checkpoints[j - 1]))).ToDictionary(c => c.at, c => c.k);
 
         var x0 = RandomStart(x, settings.Threat, generator);
+        var first = monitor is null ? null : x0.clone(); // the state's bookkeeping frees x0 as the iterates move on
         var start = EotGradient(model, x0, y, loss, settings.EotIter);
         monitor?.Logits(start.Logits);
         monitor?.Gradients(start.Gradient);
@@ -230,6 +231,7 @@ public static class Apgd
             var next = Iterate(state, i, intervals.TryGetValue(i + 1, out var k) ? k : null, model, x, y, loss, settings, monitor);
             state = state.Advance(next);
         }
+        if (first is not null) monitor!.Iterates(first, state.XAdv);
         return new RunResult(state.XBest, state.Fooled, state.LossBest, state.XBestAdv).MoveOut();
     }
 

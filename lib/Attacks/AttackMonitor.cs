@@ -9,7 +9,7 @@ namespace Carso.Attacks;
 /// </summary>
 public sealed class AttackMonitor
 {
-    long nonFiniteLogits, nonFiniteGradients, zeroGradients, gradientEvaluations;
+    long nonFiniteLogits, nonFiniteGradients, zeroGradients, gradientEvaluations, stalledPoints, attackedPoints;
 
     public long NonFiniteLogits => Interlocked.Read(ref nonFiniteLogits);
     public long NonFiniteGradients => Interlocked.Read(ref nonFiniteGradients);
@@ -35,7 +35,29 @@ public sealed class AttackMonitor
         Interlocked.Add(ref gradientEvaluations, flat.shape[0]);
     }
 
-    public sealed record Counts(long NonFiniteLogits, long NonFiniteGradients, long ZeroGradients, long GradientEvaluations);
+    /// <summary>Records an attack run's first iterate (after any random start) and its last, [B, ...] each: points whose
+    /// iterate never moved are stalled (e.g. sign(NaN) = 0 steps, or a zero gradient everywhere).</summary>
+    public void Iterates(Tensor first, Tensor last)
+    {
+        using var scope = NewDisposeScope();
+        Interlocked.Add(ref stalledPoints, last.detach().eq(first.detach()).flatten(1).all(1).sum().item<long>());
+        Interlocked.Add(ref attackedPoints, first.shape[0]);
+    }
 
-    public Counts Snapshot() => new(NonFiniteLogits, NonFiniteGradients, ZeroGradients, GradientEvaluations);
+    /// <summary>Counts per example: non-finite logits and gradients (counted before any sign or normalisation), all-zero
+    /// gradients, gradient evaluations, and attack runs whose iterate never moved, out of the runs recorded.</summary>
+    public sealed record Counts(long NonFiniteLogits, long NonFiniteGradients, long ZeroGradients, long GradientEvaluations,
+        long StalledPoints = 0, long AttackedPoints = 0)
+    {
+        public static Counts Zero { get; } = new(0, 0, 0, 0);
+
+        public static Counts operator +(Counts a, Counts b) => new(a.NonFiniteLogits + b.NonFiniteLogits,
+            a.NonFiniteGradients + b.NonFiniteGradients, a.ZeroGradients + b.ZeroGradients, a.GradientEvaluations + b.GradientEvaluations,
+            a.StalledPoints + b.StalledPoints, a.AttackedPoints + b.AttackedPoints);
+
+        public static Counts Sum(IEnumerable<Counts> counts) => counts.Aggregate(Zero, (a, b) => a + b);
+    }
+
+    public Counts Snapshot() => new(NonFiniteLogits, NonFiniteGradients, ZeroGradients, GradientEvaluations,
+        Interlocked.Read(ref stalledPoints), Interlocked.Read(ref attackedPoints));
 }

@@ -69,6 +69,7 @@ public static class Pgd
     {
         using var outer = NewDisposeScope();
         var xAdv = settings.RandomStart ? Projection.RandomStart(x, threat, generator) : x.clone();
+        var first = xAdv;
         for (var step = 0; step < settings.Steps; step++)
         {
             using var scope = NewDisposeScope();
@@ -77,6 +78,7 @@ public static class Pgd
                 xAdv = Projection.Project(xAdv + settings.Alpha * Projection.AscentDirection(grad, threat.Norm), x, threat)
                     .MoveToOuterDisposeScope();
         }
+        monitor?.Iterates(first, xAdv);
         return xAdv.detach().MoveToOuterDisposeScope();
     }
 

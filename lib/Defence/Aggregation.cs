@@ -12,18 +12,25 @@ public enum AggregationKind
     Prob,
     /// <summary>One-hot votes of each sample's argmax, summed (piecewise constant: no gradient anywhere).</summary>
     Count,
-    /// <summary>The reference CARSO aggregation: p = softmax over classes of S_c = sum over samples of
-    /// exp(l_c), returned as log(p / (1 - p)).</summary>
-    Peel,
+    /// <summary>NOT the published function: the log-odds of each class's share of S_c = sum over samples of exp(l_c),
+    /// log(S_c / sum_{c' != c} S_c'), computed in log space. Same argmax as <see cref="Lexsemble"/>, finite and
+    /// non-saturating for finite logits: the attacker's stable surrogate of the published aggregation. (Records made
+    /// before this name existed call it "peel".)</summary>
+    ExpShare,
+    /// <summary>The published CARSO aggregation, exactly as the reference computes it (ebtorch's lexsemble, the paper's
+    /// "peel"): S_c = sum over samples of exp(l_c), p = softmax over classes of S (doubly exponential), returned as
+    /// log(p / (1 - p)), in plain float32 with no stabilisation. It saturates (p = 1 exactly, +-inf, NaN gradients)
+    /// as soon as the classes' S differ by ~17, i.e. for almost every confidently classified point.</summary>
+    Lexsemble,
 }
 
 /// <summary>
 /// Aggregations of logits l [B, K, N] (B points, K classes, N samples) into outputs [B, K] that attacks
-/// differentiate and whose argmax is the prediction. Every one is computed so that finite logits give finite
-/// outputs, in float32 too: Prob and Peel work in log space, where the textbook formulas saturate (a
-/// probability of exactly 0 or 1, an output of +-inf, no gradient) once logits are moderately confident.
-/// Saturated outputs would give attacks no gradient and fake robustness, so <see cref="Apply"/> also counts how
-/// many outputs the naive float32 formula would have saturated.
+/// differentiate and whose argmax is the prediction. Logit, Prob and ExpShare give finite outputs for finite logits,
+/// in float32 too (Prob and ExpShare work in log space). Lexsemble is the published function computed as published,
+/// and saturates: its non-finite outputs give attacks NaN gradients (sign(NaN) = 0 in libtorch: a sign-step attack
+/// stands still) and fake robustness, so <see cref="Apply"/> also counts the non-finite outputs of the aggregation
+/// actually used.
 /// </summary>
 public static class Aggregation
 {
@@ -47,38 +54,35 @@ public static class Aggregation
         AggregationKind.Logit => Logit(logits),
         AggregationKind.Prob => Prob(logits),
         AggregationKind.Count => Count(logits),
-        AggregationKind.Peel => Peel(logits),
+        AggregationKind.ExpShare => ExpShare(logits),
+        AggregationKind.Lexsemble => Lexsemble(logits),
         _ => throw new ArgumentOutOfRangeException(nameof(kind), kind, $"unknown aggregation; valid: {string.Join(", ", Names)}"),
     };
 
     /// <summary>
-    /// logits [B, K, N] -> (outputs [B, K], the number of the B * K outputs that the naive float32 formula would
-    /// have saturated; see <see cref="Saturation"/>). The count costs a device synchronisation.
+    /// logits [B, K, N] -> (outputs [B, K], the number of the B * K outputs that are not finite). The count costs a
+    /// device synchronisation.
     /// </summary>
-    public static (Tensor Output, long Saturated) Apply(AggregationKind kind, Tensor logits) =>
-        (Aggregate(kind, logits), Saturation(kind, logits));
+    public static (Tensor Output, long Saturated) Apply(AggregationKind kind, Tensor logits)
+    {
+        var output = Aggregate(kind, logits);
+        return (output, NonFinite(output));
+    }
 
-    /// <summary>
-    /// How many of the B * K outputs would be infinite or undefined if computed naively in float32 — a probability
-    /// of exactly 1 or 0 (Prob: mean sigmoid; Peel: softmax of sums of exp, whose exp overflows above ~88.7),
-    /// or an overflowing mean (Logit). Such outputs give an attack no gradient. Count is never infinite and
-    /// counts 0 (it has no gradient anywhere by construction). Never differentiated.
-    /// </summary>
+    /// <summary>How many of the B * K outputs of the aggregation actually used are infinite or NaN: such outputs give an
+    /// attack no (or a NaN) gradient. Never differentiated.</summary>
     public static long Saturation(AggregationKind kind, Tensor logits)
     {
         CheckShape(logits);
         using var scope = NewDisposeScope();
         using var noGrad = no_grad();
-        var l = logits.detach().to_type(ScalarType.Float32);
-        var saturated = kind switch
-        {
-            AggregationKind.Logit => l.mean([2]).isfinite().logical_not(),
-            AggregationKind.Prob => NaiveProbability(l).le(0).logical_or(NaiveProbability(l).ge(1)),
-            AggregationKind.Count => zeros(1, dtype: ScalarType.Bool),
-            AggregationKind.Peel => NaivePeel(l).isfinite().logical_not(),
-            _ => throw new ArgumentOutOfRangeException(nameof(kind), kind, $"unknown aggregation; valid: {string.Join(", ", Names)}"),
-        };
-        return saturated.sum().item<long>();
+        return NonFinite(Aggregate(kind, logits.detach()));
+    }
+
+    static long NonFinite(Tensor outputs)
+    {
+        using var scope = NewDisposeScope();
+        return outputs.detach().isfinite().logical_not().sum().item<long>();
     }
 
     /// <summary>Mean over samples: [B, K, N] -> [B, K].</summary>
@@ -115,17 +119,17 @@ public static class Aggregation
     }
 
     /// <summary>
-    /// The peel aggregation: with S_c = sum over samples of exp(l_c) and p = softmax_c(S_c) = S_c / sum S,
-    /// returns log(p_c / (1 - p_c)) = log S_c - log sum_{c' != c} S_c': [B, K, N] -> [B, K], K >= 2.
-    /// Computed in log space (log S_c = logsumexp over samples; the other classes by a logsumexp with class c
-    /// masked out), so it is finite for any finite logits in float32, where the naive formula overflows
-    /// (exp(l) > 3.4e38 from l ~ 88.7) or rounds p to exactly 1 long before.
+    /// The attacker's surrogate of the published aggregation: with S_c = sum over samples of exp(l_c), returns
+    /// log(S_c / sum_{c' != c} S_c') = log S_c - log sum_{c' != c} S_c': [B, K, N] -> [B, K], K >= 2. Computed in log
+    /// space (log S_c = logsumexp over samples; the other classes by a logsumexp with class c masked out), so it is
+    /// finite for any finite logits in float32. Its argmax is the published one's (both are increasing in S_c);
+    /// its values and gradients are not.
     /// </summary>
-    public static Tensor Peel(Tensor logits)
+    public static Tensor ExpShare(Tensor logits)
     {
         CheckShape(logits);
         var (b, k) = (logits.shape[0], logits.shape[1]);
-        if (k < 2) throw new ArgumentException($"the peel aggregation needs at least 2 classes, got logits [{string.Join(", ", logits.shape)}]");
+        if (k < 2) throw new ArgumentException($"ExpShare needs at least 2 classes, got logits [{string.Join(", ", logits.shape)}]");
         using var scope = NewDisposeScope();
         var logS = logits.logsumexp(2);                                             // [B, K]
         var self = eye(k, dtype: ScalarType.Bool, device: logits.device);         // [c, c']: c' == c
@@ -133,23 +137,17 @@ public static class Aggregation
         return (logS - others).MoveToOuterDisposeScope();
     }
 
-    /// <summary>The textbook peel, log(p / (1 - p)) with p = softmax_c(sum_n exp(l)), in the logits' dtype: what
-    /// saturates. For diagnostics and tests only; [B, K, N] -> [B, K], with +-inf or NaN where it saturates.</summary>
-    public static Tensor NaivePeel(Tensor logits)
+    /// <summary>
+    /// The published aggregation as the reference computes it (ebtorch lexsemble): S = sum_n exp(l) [B, K];
+    /// p = softmax_c(S); log(p / (1 - p)) — in the logits' dtype, with no stabilisation: +-inf or NaN wherever it
+    /// saturates (in float32: exp(l) overflows above l ~ 88.7; p rounds to exactly 1 once the top S leads the next by ~17).
+    /// </summary>
+    public static Tensor Lexsemble(Tensor logits)
     {
         CheckShape(logits);
         using var scope = NewDisposeScope();
-        var s = logits.exp().sum([2]);
-        var p = s / s.sum([1], keepdim: true);
+        var p = logits.exp().sum([2]).softmax(1);
         return (p / (1 - p)).log().MoveToOuterDisposeScope();
-    }
-
-    /// <summary>The textbook mean sigmoid, [B, K, N] -> [B, K], in the logits' dtype; exactly 0 or 1 where Prob
-    /// would saturate.</summary>
-    public static Tensor NaiveProbability(Tensor logits)
-    {
-        CheckShape(logits);
-        return logits.sigmoid().mean([2]);
     }
 
     static void CheckShape(Tensor logits)

@@ -20,7 +20,7 @@ namespace Carso.Defence;
 /// Chunks give the same outputs: nothing in the pipeline mixes points.</param>
 public sealed record CarsoSettings(
     int Samples = 8,
-    AggregationKind Aggregation = AggregationKind.Peel,
+    AggregationKind Aggregation = AggregationKind.ExpShare,
     bool Deterministic = false,
     bool Differentiable = false,
     int MaxReconstructions = 1024)

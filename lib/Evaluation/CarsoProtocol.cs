@@ -122,9 +122,7 @@ public static class CarsoProtocol
         EvaluationOptions options)
     {
         var judge = carso.With(carso.Settings with { Differentiable = false });
-        var monitor = result.Families.Select(f => f.Monitor).Aggregate(new AttackMonitor.Counts(0, 0, 0, 0), (a, b) => new AttackMonitor.Counts(
-            a.NonFiniteLogits + b.NonFiniteLogits, a.NonFiniteGradients + b.NonFiniteGradients, a.ZeroGradients + b.ZeroGradients,
-            a.GradientEvaluations + b.GradientEvaluations));
+        var monitor = AttackMonitor.Counts.Sum(result.Families.Select(f => f.Monitor));
         var large = ProtocolEvaluation.Run(judge.AsModel(), data, LargeEps(carso, result.Threat, settings), options with { StateDir = null });
         large.WorstCaseImages?.Dispose();
         var chance = 1.0 / data.Classes.Count;
@@ -135,6 +133,7 @@ public static class CarsoProtocol
         {
             Diagnostics.NonFiniteDuringAttacks(monitor),
             Diagnostics.ZeroGradients(monitor),
+            Diagnostics.StalledAttacks(monitor),
             Diagnostics.NonFiniteOutputs(result),
             Diagnostics.LargeEpsAboveChance(large.WorstCase, settings.LargeEps, chance, slack: 0.05),
             squareWarning,

@@ -87,6 +87,13 @@ public static class Diagnostics
             ? $"{m.ZeroGradients} of {m.GradientEvaluations} per-example gradients exactly zero (gradient masking?)"
             : null;
 
+    /// <summary>More than <paramref name="tolerance"/> of the attack runs whose iterate never moved from its start: the
+    /// attack stood still (NaN gradients give sign 0), so its robust accuracy proves nothing.</summary>
+    public static string? StalledAttacks(AttackMonitor.Counts m, double tolerance = 0.05) =>
+        m.AttackedPoints > 0 && m.StalledPoints > tolerance * m.AttackedPoints
+            ? $"{m.StalledPoints} of {m.AttackedPoints} attack runs never moved their iterate (stalled attack: gradient masking?)"
+            : null;
+
     /// <summary>Non-finite outputs of the judged model (e.g. a saturating aggregation), clean or adversarial.</summary>
     public static string? NonFiniteOutputs(ProtocolResult result)
     {
@@ -143,10 +150,8 @@ public static class Diagnostics
         using var scope = NewDisposeScope();
         var x = subset.Images.to(device);
         var y = subset.Labels.to(device);
-        var m = result.Families.Aggregate(new AttackMonitor.Counts(0, 0, 0, 0), (a, f) => new AttackMonitor.Counts(
-            a.NonFiniteLogits + f.Monitor.NonFiniteLogits, a.NonFiniteGradients + f.Monitor.NonFiniteGradients,
-            a.ZeroGradients + f.Monitor.ZeroGradients, a.GradientEvaluations + f.Monitor.GradientEvaluations));
-        var warnings = new List<string?> { NonFiniteDuringAttacks(m), NonFiniteOutputs(result) };
+        var m = AttackMonitor.Counts.Sum(result.Families.Select(f => f.Monitor));
+        var warnings = new List<string?> { NonFiniteDuringAttacks(m), StalledAttacks(m), NonFiniteOutputs(result) };
 
         var disagreement = LogitDisagreement(model, x);
         var stochastic = disagreement > 1e-6;

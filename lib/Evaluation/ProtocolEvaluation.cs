@@ -32,7 +32,7 @@ public static class ProtocolEvaluation
         AttackMonitor.Counts Monitor, double Seconds, double StageSeconds)
     {
         public static FamilyState Start(string fingerprint, int n) => new(fingerprint, [.. Enumerable.Repeat(-1, n)],
-            [.. new double[n]], 0, 0, [], [], 0, new AttackMonitor.Counts(0, 0, 0, 0), 0, 0);
+            [.. new double[n]], 0, 0, [], [], 0, AttackMonitor.Counts.Zero, 0, 0);
 
         public bool Done(int attacks) => Attack >= attacks;
     }
@@ -82,7 +82,7 @@ public static class ProtocolEvaluation
             var transferNorms = PointNorms(transfer, data.Images, protocol.Threat);
             var result = new FamilyResult(Protocol.TransferName, $"transfer of {transferSet.Spec.MadeBy} ({System.IO.Path.GetFileName(transferSet.Path)})",
                 Accuracy.Of(survived.Count(s => s), n), [], transferNorms.DefaultIfEmpty(0).Max(), nonFinite,
-                new AttackMonitor.Counts(0, 0, 0, 0), clock.Elapsed.TotalSeconds);
+                AttackMonitor.Counts.Zero, clock.Elapsed.TotalSeconds);
             families.Add(result);
             Merge(Protocol.TransferName, survived, _ => null, i => transferNorms[i], transfer);
             log($"{Protocol.TransferName}: robust accuracy {result.Robust}");
@@ -161,13 +161,11 @@ public static class ProtocolEvaluation
             var norms = state.Norms.ToBuilder();
             for (var k = 0; k < outcome.Points.Length; k++)
                 if (outcome.Fooled[k]) { brokenBy[outcome.Points[k]] = state.Attack; norms[outcome.Points[k]] = outcome.Norms[k]; }
-            var (m, o) = (state.Monitor, outcome.Monitor);
             next = state with
             {
                 BrokenBy = brokenBy.ToImmutable(), Norms = norms.ToImmutable(),
                 NonFiniteOutputs = state.NonFiniteOutputs + outcome.NonFiniteOutputs,
-                Monitor = new AttackMonitor.Counts(m.NonFiniteLogits + o.NonFiniteLogits, m.NonFiniteGradients + o.NonFiniteGradients,
-                    m.ZeroGradients + o.ZeroGradients, m.GradientEvaluations + o.GradientEvaluations),
+                Monitor = state.Monitor + outcome.Monitor,
                 Seconds = state.Seconds + outcome.Seconds, StageSeconds = state.StageSeconds + outcome.Seconds,
             };
         }

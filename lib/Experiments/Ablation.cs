@@ -108,8 +108,9 @@ public static class Ablation
             var result = ProtocolEvaluation.Run(made.Model, attacked, made.Protocol, options);
             prior[variant.Series == "CARSO" ? variant.Name : $"{variant.Series}/{variant.Name}"] = result;
             threats.Add(made.Protocol.Threat.ToString());
-            var monitor = result.Families.Select(f => f.Monitor).Aggregate(new AttackMonitor.Counts(0, 0, 0, 0), Add);
-            var warnings = new[] { Diagnostics.NonFiniteDuringAttacks(monitor), Diagnostics.ZeroGradients(monitor), Diagnostics.NonFiniteOutputs(result) }
+            var monitor = AttackMonitor.Counts.Sum(result.Families.Select(f => f.Monitor));
+            var warnings = new[] { Diagnostics.NonFiniteDuringAttacks(monitor), Diagnostics.ZeroGradients(monitor),
+                    Diagnostics.StalledAttacks(monitor), Diagnostics.NonFiniteOutputs(result) }
                 .OfType<string>().ToArray();
             results.Add(new VariantResult(variant.Name, variant.Series, variant.X, variant.Description, cleanAccuracy, result.Clean,
                 result.Families.Select(f => new FamilySummary(f.Name, f.Description, f.Robust, f.Seconds, f.Monitor, f.NonFiniteOutputs)).ToArray(),
@@ -131,7 +132,4 @@ public static class Ablation
         foreach (var (name, figure) in VariantReport.Figures(record)) run.SaveFigure(figure, name);
         return record;
     }
-
-    static AttackMonitor.Counts Add(AttackMonitor.Counts a, AttackMonitor.Counts b) => new(a.NonFiniteLogits + b.NonFiniteLogits,
-        a.NonFiniteGradients + b.NonFiniteGradients, a.ZeroGradients + b.ZeroGradients, a.GradientEvaluations + b.GradientEvaluations);
 }

@@ -48,81 +48,102 @@ public class AggregationTests
     }
 
     [Fact]
-    public void PeelIsTheLogOddsOfTheSoftmaxOfSummedExponentials()
+    public void LexsembleIsThePublishedLogOddsOfTheSoftmaxOverClassesOfSummedExponentials()
     {
         // S = sum over samples of exp(l): S0 = 3 + 1 = 4, S1 = 1 + 7 = 8, S2 = 1/3 + 3 = 10/3.
-        // p_c / (1 - p_c) = S_c / sum of the others:
-        //   class 0: 4 / (8 + 10/3) = 6/17;  class 1: 8 / (4 + 10/3) = 12/11;  class 2: (10/3) / 12 = 5/18
-        double[] expected = [Math.Log(6.0 / 17), Math.Log(12.0 / 11), Math.Log(5.0 / 18)];
-        AssertValues(expected, Aggregation.Peel(Small()));
-        AssertValues(expected, Aggregation.NaivePeel(Small())); // the textbook formula agrees where it is finite
-        Assert.Equal(0, Aggregation.Saturation(AggregationKind.Peel, Small()));
+        // p = softmax_c(S) (doubly exponential), so p_c / (1 - p_c) = e^S_c / sum_{c' != c} e^S_c':
+        //   class 0: 4 - ln(e^8 + e^(10/3)) = -4.00936;  class 1: 8 - ln(e^4 + e^(10/3)) = 3.58563;
+        //   class 2: 10/3 - ln(e^4 + e^8) = -4.68482
+        double[] expected = [4 - Math.Log(Math.Exp(8) + Math.Exp(10.0 / 3)), 8 - Math.Log(Math.Exp(4) + Math.Exp(10.0 / 3)),
+            10.0 / 3 - Math.Log(Math.Exp(4) + Math.Exp(8))];
+        Assert.Equal(-4.00936, expected[0], 4);
+        var values = Aggregation.Lexsemble(Small()).to_type(ScalarType.Float64).data<double>().ToArray();
+        for (var i = 0; i < 3; i++) Assert.Equal(expected[i], values[i], 4);
+        Assert.Equal(0, Aggregation.Saturation(AggregationKind.Lexsemble, Small()));
+    }
+
+    [Fact]
+    public void ExpShareIsTheLogOddsOfEachClasssShareOfTheSummedExponentialsNotThePublishedFunction()
+    {
+        // S_c / sum of the others: class 0: 4 / (8 + 10/3) = 6/17;  class 1: 8 / (4 + 10/3) = 12/11;  class 2: (10/3) / 12 = 5/18
+        AssertValues([Math.Log(6.0 / 17), Math.Log(12.0 / 11), Math.Log(5.0 / 18)], Aggregation.ExpShare(Small()));
+        // Same argmax as the published lexsemble, different values.
+        Assert.Equal(Aggregation.Lexsemble(Small()).argmax(1).item<long>(), Aggregation.ExpShare(Small()).argmax(1).item<long>());
+        Assert.NotEqual(Aggregation.Lexsemble(Small())[0, 0].item<float>(), Aggregation.ExpShare(Small())[0, 0].item<float>(), 2);
+    }
+
+    [Fact]
+    public void ThePublishedLexsembleSaturatesInFloat32AndGivesNaNGradients()
+    {
+        using var scope = NewDisposeScope();
+        // Two classes whose summed exponentials differ by 30 (logits 30 and 0, one sample): softmax(S) = [1, 0]
+        // exactly in float32, so the log-odds are +inf and -inf; moderately confident, not extreme.
+        var logits = tensor(new float[] { 30, 0 }).view(1, 2, 1);
+        var (output, saturated) = Aggregation.Apply(AggregationKind.Lexsemble, logits);
+        Assert.Equal(2, saturated);
+        Assert.True(float.IsPositiveInfinity(output[0, 0].item<float>()) && float.IsNegativeInfinity(output[0, 1].item<float>()));
+        var input = logits.clone().requires_grad_(true);
+        var grad = autograd.grad([nn.functional.cross_entropy(Aggregation.Lexsemble(input).view(1, 2), tensor(new long[] { 0 }))], [input])[0];
+        Assert.True(grad.isnan().any().item<bool>(), "cross-entropy through the saturated lexsemble should have a NaN gradient");
+        // Above ~88.7 the exponential itself overflows: NaN outputs.
+        Assert.True(Aggregation.Lexsemble(tensor(new float[] { 100, 99 }).view(1, 2, 1)).isnan().all().item<bool>());
+        // The surrogate stays finite, with a finite gradient, on the same logits.
+        Assert.Equal(0, Aggregation.Saturation(AggregationKind.ExpShare, logits));
+        var surrogateGrad = autograd.grad([Aggregation.ExpShare(input).sum()], [input])[0];
+        Assert.True(surrogateGrad.isfinite().all().item<bool>());
     }
 
     [Theory]
     [InlineData(100f)]
     [InlineData(1e4f)]
-    public void PeelAndProbStayFiniteWhereTheNaiveFormulasSaturate(float scale)
+    public void ExpShareProbLogitAndCountStayFiniteWhereThePublishedFormulaSaturates(float scale)
     {
         using var scope = NewDisposeScope();
         var generator = new Generator(5);
-        // Confident logits of +-scale (naive exp overflows float32 from ~88.7; sigmoid rounds to 1 from ~17):
-        // rows 0-2 keep each class's sign over all samples (so the mean sigmoid is exactly 1 or 0 naively),
-        // rows 3-5 draw a sign per sample.
+        // Confident logits of +-scale: rows 0-2 keep each class's sign over all samples, rows 3-5 draw a sign per sample.
         var signs = randint(0, 2, [6, 10, 8], generator: generator).to_type(ScalarType.Float32) * 2 - 1;
         signs[..3] = signs[..3, .., ..1].expand(3, 10, 8);
         var logits = signs * scale;
-        foreach (var kind in new[] { AggregationKind.Peel, AggregationKind.Prob, AggregationKind.Logit, AggregationKind.Count })
+        foreach (var kind in new[] { AggregationKind.ExpShare, AggregationKind.Prob, AggregationKind.Logit, AggregationKind.Count })
         {
             var (output, saturated) = Aggregation.Apply(kind, logits);
             Assert.Equal(new long[] { 6, 10 }, output.shape);
             Assert.True(output.isfinite().all().item<bool>(), $"{kind} has non-finite outputs at +-{scale}");
-            if (kind is AggregationKind.Peel or AggregationKind.Prob)
-                Assert.True(saturated > 0, $"{kind}: the naive formula saturates at +-{scale} but none were counted");
-            else Assert.Equal(0, saturated);
+            Assert.Equal(0, saturated);
         }
-        Assert.False(Aggregation.NaivePeel(logits).isfinite().all().item<bool>(), "the naive peel was expected to saturate");
-
-        // Gradients through the log-space peel are finite too (attacks need them).
-        var input = logits.clone().requires_grad_(true);
-        var grad = autograd.grad([Aggregation.Peel(input).sum()], [input])[0];
-        Assert.True(grad.isfinite().all().item<bool>());
+        Assert.True(Aggregation.Saturation(AggregationKind.Lexsemble, logits) > 0, "the published lexsemble was expected to saturate");
     }
 
     [Fact]
-    public void PeelArgmaxEqualsTheNaiveArgmaxWhereTheNaiveOutputIsFinite()
+    public void ExpShareArgmaxIsTheClassWithTheLargestSumOfExponentialsAsThePublishedOnesWhereItIsFinite()
     {
         using var scope = NewDisposeScope();
         var generator = new Generator(11);
-        // Rows 0-7 moderate (naive finite), rows 8-15 confident (naive saturates).
-        var moderate = randn([8, 10, 8], generator: generator) * 2;
+        var moderate = randn([8, 10, 8], generator: generator) * 0.5;
         var confident = randn([8, 10, 8], generator: generator) * 100;
         var logits = cat([moderate, confident], 0);
-        var naive = Aggregation.NaivePeel(logits);
-        var finiteRows = naive.isfinite().all(1);
-        Assert.True(finiteRows.sum().item<long>() >= 8, "the moderate rows should be finite naively");
-        Assert.True(finiteRows.logical_not().any().item<bool>(), "some confident rows should saturate naively");
-        var peel = Aggregation.Peel(logits);
-        Assert.True(peel.isfinite().all().item<bool>());
-        Assert.True(peel.argmax(1).eq(naive.argmax(1)).masked_select(finiteRows).all().item<bool>());
-        // Where finite, the values agree too.
-        var rows = finiteRows.unsqueeze(1);
-        Assert.True(peel.masked_select(rows).allclose(naive.masked_select(rows), rtol: 1e-4, atol: 1e-4));
-        // The argmax of the peel is the class with the largest sum of exponentials, saturated rows included.
-        Assert.True(peel.argmax(1).eq(logits.logsumexp(2).argmax(1)).all().item<bool>());
+        var published = Aggregation.Lexsemble(logits);
+        var finiteRows = published.isfinite().all(1);
+        Assert.True(finiteRows.sum().item<long>() >= 4, "some moderate rows should be finite in the published form");
+        Assert.True(finiteRows.logical_not().any().item<bool>(), "some confident rows should saturate");
+        var share = Aggregation.ExpShare(logits);
+        Assert.True(share.isfinite().all().item<bool>());
+        Assert.True(share.argmax(1).eq(published.argmax(1)).masked_select(finiteRows).all().item<bool>());
+        Assert.True(share.argmax(1).eq(logits.logsumexp(2).argmax(1)).all().item<bool>());
     }
 
     [Fact]
     public void NamesParseIgnoringCaseAndAnUnknownNameListsTheValidOnes()
     {
-        Assert.Equal(AggregationKind.Peel, Aggregation.Parse("peel"));
+        Assert.Equal(AggregationKind.Lexsemble, Aggregation.Parse("lexsemble"));
+        Assert.Equal(AggregationKind.ExpShare, Aggregation.Parse("ExpShare"));
         Assert.Equal(AggregationKind.Logit, Aggregation.Parse("Logit"));
         Assert.Equal(AggregationKind.Count, Aggregation.Parse(" COUNT "));
         foreach (var bad in new[] { "median", "2", "logit, prob", "" })
         {
             var e = Assert.Throws<ArgumentException>(() => Aggregation.Parse(bad));
             Assert.Contains($"'{bad}'", e.Message);
-            Assert.Contains("logit, prob, count, peel", e.Message);
+            Assert.Contains("logit, prob, count, expshare, lexsemble", e.Message);
         }
     }
 
@@ -131,6 +152,6 @@ public class AggregationTests
     {
         var e = Assert.Throws<ArgumentException>(() => Aggregation.Logit(zeros(2, 3)));
         Assert.Contains("[B, K, N]", e.Message);
-        Assert.Throws<ArgumentException>(() => Aggregation.Peel(zeros(2, 1, 4)));
+        Assert.Throws<ArgumentException>(() => Aggregation.ExpShare(zeros(2, 1, 4)));
     }
 }

@@ -47,7 +47,7 @@ public class CarsoModelTests
     }
 
     [Theory]
-    [InlineData(AggregationKind.Peel)]
+    [InlineData(AggregationKind.ExpShare)]
     [InlineData(AggregationKind.Logit)]
     [InlineData(AggregationKind.Prob)]
     public void TheBatchedPathEqualsAPerSampleLoopForGivenLatents(AggregationKind aggregation)
