@@ -125,7 +125,8 @@ public static class PurifierTraining
         using (no_grad()) layers = Representation.Capture(classifier, layerNames, mixed).Layers.Select(l => l.detach()).ToArray();
         purifier.train();
         optimizer.zero_grad();
-        var (reconstruction, mu, logVar) = purifier.Reconstruct(layers, clean, generator);
+        // The encoder sees the classifier's own input (the mixed batch), as in the reference; the target is the clean image.
+        var (reconstruction, mu, logVar) = purifier.Reconstruct(layers, mixed, generator);
         var (total, bce, kl) = Purifier.PurifierLoss(reconstruction, clean, mu, logVar, beta);
         total.backward();
         optimizer.step();
