@@ -58,8 +58,19 @@ public sealed record PurifierTrainingSettings
 
 public enum PurifierOptimizer { Adam, RAdam }
 
+/// <summary>One epoch of purifier training: schedules, mean BCE and KL per image, held-out accuracies, time, and the
+/// latent's health on the held-out points (see <see cref="LatentHealth"/>; zeros in records made before it was logged).</summary>
 public sealed record PurifierEpochMetrics(int Epoch, double LearningRate, double Beta, double Bce, double Kl,
-    Accuracy ClassifierClean, Accuracy DefendedClean, Accuracy ClassifierPgd, Accuracy DefendedPgd, double Seconds);
+    Accuracy ClassifierClean, Accuracy DefendedClean, Accuracy ClassifierPgd, Accuracy DefendedPgd, double Seconds,
+    int ActiveUnits = 0, int LatentSize = 0, double SampleSpread = 0);
+
+/// <summary>
+/// Whether the purifier's latent carries information, on held-out points: ActiveUnits counts latent dimensions whose
+/// encoder mean varies across inputs (Var_x[mu_j] above <see cref="PurifierTraining.ActiveUnitThreshold"/>, Burda et al.
+/// 2016) out of LatentSize; SampleSpread is the mean over pixels of the standard deviation over the defence's N sampled
+/// reconstructions of one input. A collapsed latent has no active unit and a spread near 0: the N samples are one image.
+/// </summary>
+public sealed record LatentHealth(int ActiveUnits, int LatentSize, double SampleSpread);
 
 public sealed record PurifierTrainingResult(IReadOnlyList<PurifierEpochMetrics> History, bool Resumed);
 
@@ -206,10 +217,13 @@ public static class PurifierTraining
                 progress?.Invoke(step, stepsPerEpoch);
             }
             var (classifierClean, defendedClean, classifierPgd, defendedPgd) = EvaluateEpoch(classifier, layerNames, purifier, evalSet, settings, device);
+            var health = Latent(classifier, layerNames, purifier, evalSet.Images, settings, device);
             var metrics = new PurifierEpochMetrics(epoch + 1, lr, beta, bceSum.item<double>() / train.Count, klSum.item<double>() / train.Count,
-                classifierClean, defendedClean, classifierPgd, defendedPgd, clock.Elapsed.TotalSeconds);
+                classifierClean, defendedClean, classifierPgd, defendedPgd, clock.Elapsed.TotalSeconds,
+                health.ActiveUnits, health.LatentSize, health.SampleSpread);
             history.Add(metrics);
-            log($"epoch {metrics.Epoch}/{settings.Epochs}: lr {lr:G3} beta {beta:G3} BCE {metrics.Bce:F2} KL {metrics.Kl:F2} per image | held-out clean: " +
+            log($"epoch {metrics.Epoch}/{settings.Epochs}: lr {lr:G3} beta {beta:G3} BCE {metrics.Bce:F2} KL {metrics.Kl:F2} per image, " +
+                $"{health.ActiveUnits}/{health.LatentSize} active units, sample spread {health.SampleSpread:G3} | held-out clean: " +
                 $"classifier {classifierClean}, CARSO {defendedClean} | PGD-{settings.EvalPgdSteps} on the classifier: classifier {classifierPgd}, CARSO {defendedPgd} | {metrics.Seconds:F0} s");
             checkpoint?.Save(purifier, optimizerState, settings, history, isBest: true);
         }
@@ -231,6 +245,51 @@ public static class PurifierTraining
         var all = cat(parts);
         foreach (var p in parts) p.Dispose();
         return data with { Name = data.Name + "/pgd", Images = all, Labels = data.Labels.clone() };
+    }
+
+    /// <summary>A latent unit is active when the variance of its encoder mean across inputs exceeds this (Burda et al. 2016).</summary>
+    public const double ActiveUnitThreshold = 0.01;
+
+    /// <summary>Active latent units among [B, LatentSize] encoder means: dimensions whose variance over the B inputs exceeds
+    /// <see cref="ActiveUnitThreshold"/>.</summary>
+    public static int ActiveUnits(Tensor mu)
+    {
+        using var scope = NewDisposeScope();
+        return (int)mu.detach().var(0).gt(ActiveUnitThreshold).sum().item<long>();
+    }
+
+    /// <summary>Mean over pixels of the standard deviation over samples of reconstructions [B, N, C, H, W] (0 when N = 1).</summary>
+    public static double SampleSpread(Tensor reconstructions)
+    {
+        using var scope = NewDisposeScope();
+        return reconstructions.shape[1] < 2 ? 0 : reconstructions.detach().std(1).mean().item<float>();
+    }
+
+    /// <summary>The latent's health on held-out images [B, C, H, W] (clean): the encoder means for the active units, the
+    /// defence's N samples (settings.Defence, at least 2) for the spread, latents from a generator derived from settings.Seed.</summary>
+    public static LatentHealth Latent(nn.Module<Tensor, Tensor> classifier, IReadOnlyList<string> layerNames, Purifier purifier,
+        Tensor images, PurifierTrainingSettings settings, Device device)
+    {
+        using var scope = NewDisposeScope();
+        using var noGrad = no_grad();
+        purifier.eval();
+        using var generator = Seeds.Generator(settings.Seed, "purifier-training/latent-health", device);
+        var x = images.to(device);
+        var (_, layers) = Representation.Capture(classifier, layerNames, x);
+        var (mu, _) = purifier.Encode(x, purifier.Condition(layers));
+        // The defence's N samples (at least 2: a spread needs two), always sampled.
+        var carso = new CarsoModel(classifier, purifier, layerNames,
+            settings.Defence with { Differentiable = false, Deterministic = false, Samples = Math.Max(2, settings.Defence.Samples) });
+        // The spread over chunks of whole points (B * N reconstructions at once would not fit), weighted by their sizes.
+        var chunk = Math.Max(1, carso.Settings.MaxReconstructions / carso.Settings.Samples);
+        double spread = 0;
+        for (long start = 0; start < x.shape[0]; start += chunk)
+        {
+            using var inner = NewDisposeScope();
+            var part = x.narrow(0, start, Math.Min(chunk, x.shape[0] - start));
+            spread += SampleSpread(carso.Reconstructions(part, generator)) * part.shape[0];
+        }
+        return new LatentHealth(ActiveUnits(mu), (int)mu.shape[1], spread / x.shape[0]);
     }
 
     /// <summary>Held-out accuracies: classifier and defended model, on clean images and on PGD examples crafted against the classifier alone.

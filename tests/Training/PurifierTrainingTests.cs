@@ -55,6 +55,19 @@ public class PurifierTrainingTests
     }
 
     [Fact]
+    public void ActiveUnitsCountLatentDimensionsThatVaryAcrossInputsAndTheSpreadIsTheStdOverSamples()
+    {
+        using var scope = NewDisposeScope();
+        // Dimension 0 varies across the 4 inputs (variance 1.67), dimension 1 barely (variance 1.7e-5), dimension 2 not at all.
+        var mu = tensor(new float[] { 0, 0.001f, 5, 1, 0.002f, 5, 2, 0.003f, 5, 3, 0.008f, 5 }).view(4, 3);
+        Assert.Equal(1, PurifierTraining.ActiveUnits(mu));
+        // Two points, two samples each: the samples of point 0 differ by 2 at every pixel (std 1.414), of point 1 not at all.
+        var samples = stack([stack([zeros(1, 2, 2), full(1, 2, 2, 2f)]), stack([ones(1, 2, 2), ones(1, 2, 2)])]); // [2, 2, 1, 2, 2]
+        Assert.Equal(Math.Sqrt(2) / 2, PurifierTraining.SampleSpread(samples), 5);
+        Assert.Equal(0, PurifierTraining.SampleSpread(samples.narrow(1, 0, 1)));
+    }
+
+    [Fact]
     public void TheSchedulesAdvanceEveryStepWithoutAProgressCallback()
     {
         // Regression: the step counter was incremented inside progress?.Invoke(++step, ...), so without a callback
@@ -74,6 +87,10 @@ public class PurifierTrainingTests
         Assert.Equal(settings.LearningRateAt(0.25), history[0].LearningRate, 12);
         Assert.Equal(settings.LearningRateAt(0.75), history[1].LearningRate, 12);
         Assert.Equal(settings.BetaAt(0.75), history[1].Beta, 12);
+        // The latent's health is logged every epoch.
+        Assert.All(history, h => Assert.Equal(purifier.Settings.LatentSize, h.LatentSize));
+        Assert.All(history, h => Assert.InRange(h.ActiveUnits, 0, h.LatentSize));
+        Assert.All(history, h => Assert.True(h.SampleSpread > 0, "sampled reconstructions of a fresh purifier differ"));
     }
 
     /// <summary>A tiny CARSO setting: SmallCnn, a small purifier, 16 training and 4 held-out random images.</summary>
