@@ -113,10 +113,10 @@ public static class CarsoProtocol
     }
 
     /// <summary>
-    /// The checks of a CARSO evaluation, each a named function of <see cref="Diagnostics"/> (plus the naive float32
-    /// saturation count, reported, not warned about), behind this one entry point: non-finite values and zero gradients
-    /// met by the attacks, non-finite outputs of the aggregation used, accuracy at a very large eps (run through the
-    /// driver), Square against the white-box families, and whether repeated passes of the sampled defence differ.
+    /// The checks of a CARSO evaluation, each a named function of <see cref="Diagnostics"/>, behind this one entry point:
+    /// non-finite values, zero gradients and stalls met by the attacks, non-finite (saturated) outputs of the aggregation
+    /// used (counted by the driver on every image it judged), accuracy at a very large eps (run through the driver),
+    /// Square against the white-box families, and whether passes of the sampled defence with different generators differ.
     /// </summary>
     public static CarsoDiagnostics Diagnose(CarsoModel carso, Data.Dataset data, ProtocolResult result, CarsoProtocolSettings settings,
         EvaluationOptions options)
@@ -140,24 +140,7 @@ public static class CarsoProtocol
             !carso.Settings.Deterministic && disagreement == 0 ? "the sampled defence gave identical outputs on passes with different generators: is the latent sampled?" : null,
         }.OfType<string>().ToArray();
         return new CarsoDiagnostics(result.NonFiniteCleanOutputs, result.Families.Sum(f => f.NonFiniteOutputs),
-            Saturated(judge, data.Images, options, "saturation/clean"),
-            result.WorstCaseImages is { } images ? Saturated(judge, images, options, "saturation/adversarial") : 0,
             monitor, settings.LargeEps, large.WorstCase, chance, disagreement, squareExtra, warnings);
-    }
-
-    /// <summary>Outputs the naive float32 aggregation would have saturated, over images [N, C, H, W] (block by block).</summary>
-    public static long Saturated(CarsoModel judge, TorchSharp.torch.Tensor images, EvaluationOptions options, string purpose)
-    {
-        long total = 0;
-        var device = options.Device ?? TorchSharp.torch.CPU;
-        for (long start = 0, block = 0; start < images.shape[0]; start += options.BatchSize, block++)
-        {
-            using var scope = TorchSharp.torch.NewDisposeScope();
-            using var generator = Runtime.Seeds.Generator(options.Seed, purpose, device, block);
-            var x = images.narrow(0, start, Math.Min(options.BatchSize, images.shape[0] - start)).to(device);
-            total += judge.ForwardWithSaturation(x, generator: generator).Saturated;
-        }
-        return total;
     }
 }
 
@@ -165,8 +148,6 @@ public static class CarsoProtocol
 public sealed record CarsoDiagnostics(
     long NonFiniteCleanOutputs,
     long NonFiniteAdversarialOutputs,
-    long SaturatedCleanOutputs,
-    long SaturatedAdversarialOutputs,
     AttackMonitor.Counts Monitor,
     double LargeEps,
     Accuracy LargeEpsAccuracy,

@@ -40,13 +40,8 @@ public static class Diagnostics
 
     /// <summary>Largest absolute difference between the logits of repeated forward passes on the same batch.
     /// Non-zero: the model is stochastic, and deterministic attacks must be replaced by EOT / AutoAttack "rand".</summary>
-    public static double LogitDisagreement(Func<Tensor, Tensor> model, Tensor x, int passes = 5)
-    {
-        using var scope = NewDisposeScope();
-        using var noGrad = no_grad();
-        var outputs = Enumerable.Range(0, passes).Select(_ => model(x)).ToArray();
-        return outputs.Skip(1).Select(o => (o - outputs[0]).abs().max().item<float>()).DefaultIfEmpty(0).Max();
-    }
+    public static double LogitDisagreement(Func<Tensor, Tensor> model, Tensor x, int passes = 5) =>
+        SampledDisagreement(StochasticModels.Fixed(model), x, seed: 0, passes); // a model with hidden randomness still differs
 
     /// <summary>Fraction of points whose cross-entropy input gradient is exactly zero everywhere (x: [B,C,H,W], y: [B]).</summary>
     public static double ZeroGradientFraction(Func<Tensor, Tensor> model, Tensor x, Tensor y)

@@ -198,12 +198,11 @@ public static class ProtocolEvaluation
         {
             var outputs = model(xAdv, judgeGenerator);
             var nonFinite = outputs.isfinite().all(1).logical_not().sum().item<long>();
-            var fooled = outputs.argmax(1).ne(y).cpu().data<bool>().ToArray();
+            var fooledMask = outputs.argmax(1).ne(y).cpu();
             var norms = Projection.NormOf((xAdv - x).cpu(), protocol.Threat.Norm).data<float>().Select(v => (double)v).ToArray();
-            var fooledIndex = tensor(points.Where((_, k) => fooled[k]).Select(i => (long)i).ToArray());
-            if (fooledIndex.numel() > 0)
-                images.index_copy_(0, fooledIndex, xAdv.cpu().index_select(0, tensor(Enumerable.Range(0, points.Length).Where(k => fooled[k]).Select(k => (long)k).ToArray())));
-            return new BlockOutcome(points, fooled, norms, nonFinite, monitor.Snapshot(), clock.Elapsed.TotalSeconds);
+            var rows = fooledMask.nonzero().squeeze(1);                    // positions in the block of the points it fooled
+            if (rows.numel() > 0) images.index_copy_(0, index.index_select(0, rows), xAdv.cpu().index_select(0, rows));
+            return new BlockOutcome(points, fooledMask.data<bool>().ToArray(), norms, nonFinite, monitor.Snapshot(), clock.Elapsed.TotalSeconds);
         }
     }
 

@@ -59,7 +59,7 @@ public sealed record TransferSet(string Path, TransferSetSpec Spec, Tensor Image
     /// </summary>
     public Tensor For(Dataset data, Threat threat, string? modelFingerprint = null)
     {
-        string Refuse(string what, string fix) => throw new TransferSetMismatchException($"{Path}: {what}; {fix}");
+        void Refuse(string what, string fix) => throw new TransferSetMismatchException($"{Path}: {what}; {fix}");
         if (Threat.Norm != threat.Norm || Math.Abs(Threat.Eps - threat.Eps) > 1e-12)
             Refuse($"made for {Threat}, the evaluation is at {threat}",
                 $"re-run scripts/eval-autoattack.cs with Eps = {threat.Eps} to make a matching set, or evaluate without transfer (Transfer = null)");

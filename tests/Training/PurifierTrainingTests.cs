@@ -31,16 +31,13 @@ public class PurifierTrainingTests
     [Fact]
     public void TheTrainingStepGivesTheEncoderTheClassifiersOwnInputNotTheCleanTarget()
     {
-        manual_seed(4);
-        var classifier = new Carso.Models.SmallCnn();
-        string[] layers = ["conv1", "relu3"];
-        var purifier = Purifier.Build(new PurifierSettings(ConditioningSize: 16, LatentSize: 4, DecoderChannels: 16),
-            PurifierCheckpoint.LayerShapes(classifier, layers, [1, 28, 28]), [1, 28, 28]);
+        using var setup = new TinySetup();
+        var (classifier, layers, purifier) = (setup.Classifier, setup.Layers, setup.Trainee());
         var encoder = (nn.Module<Tensor, Tensor>)purifier.named_modules().Single(m => m.name == "encoder").module;
         Tensor? classifierInput = null, encoderInput = null;
         var classifierHook = classifier.register_forward_pre_hook((_, x) => { classifierInput ??= x.detach().clone().DetachFromDisposeScope(); return x; });
         var encoderHook = encoder.register_forward_pre_hook((_, x) => { encoderInput = x.detach().clone().DetachFromDisposeScope(); return x; });
-        var clean = rand(4, 1, 28, 28, generator: new Generator(1));
+        var clean = setup.Validation.Images;
         var mixed = (clean + 0.1 * rand(4, 1, 28, 28, generator: new Generator(2))).clamp(0, 1);
         using var optimizer = new Lookahead(optim.Adam(purifier.parameters(), 1e-3), purifier.parameters(), new Lookahead.Settings(6, 0.8));
         PurifierTraining.Step(classifier, layers, purifier, optimizer, clean, mixed, 1.0, new Generator(3));
