@@ -24,6 +24,9 @@ namespace Carso.Defence;
 /// <param name="DecoderBaseSize">The decoder starts from a feature map of at most this height and width and
 /// doubles it per transposed convolution (7 -> 14 -> 28, 8 -> 16 -> 32, 8 -> 16 -> 32 -> 64).</param>
 /// <param name="NegativeSlope">Slope of the LeakyReLU activations for negative inputs.</param>
+/// <param name="BatchNorm">Batch normalisation where the reference Fashion-MNIST purifier has it: after every
+/// convolution and linear layer of the compressors, the conditioning layer and the encoder's convolutions (the
+/// decoder has none, as in the reference). Off in purifiers made before it existed (their specs lack it).</param>
 public sealed record PurifierSettings(
     int ConditioningSize = 512,
     int LatentSize = 128,
@@ -34,7 +37,8 @@ public sealed record PurifierSettings(
     int EncoderChannels2 = 64,
     int DecoderChannels = 64,
     int DecoderBaseSize = 8,
-    double NegativeSlope = 0.2)
+    double NegativeSlope = 0.2,
+    bool BatchNorm = false)
 {
     /// <summary>
     /// Every convolution channel count is a multiple of this. On CPU, libtorch 2.10 (TorchSharp 0.107) runs
@@ -91,8 +95,9 @@ public sealed record PurifierSettings(
 /// doubling the size (and cropping one row or column where the target is odd, so any size comes out exactly)
 /// -> 3x3 convolution (stride-1 transposed) to C channels -> sigmoid: [B, C, H, W] in (0, 1).</item>
 /// </list>
-/// No batch norm anywhere: a point's reconstruction never depends on the rest of its batch, so the batched
-/// inference of <see cref="CarsoModel"/> equals a per-point loop, and train/eval mode change nothing.
+/// With <c>BatchNorm</c>, the compressors, the conditioning layer and the encoder normalise over the batch in
+/// training and with their running statistics in eval mode, which <see cref="CarsoModel"/> sets: at inference a
+/// point's reconstruction never depends on the rest of its batch, so batched inference equals a per-point loop.
 /// Activations are LeakyReLU modules and every submodule is called with .call, so hooks see all of it.
 /// Build with <see cref="Build"/>; the training forward is <c>call(layers, x)</c>.
 /// </summary>
@@ -137,15 +142,15 @@ public sealed class Purifier : Module<Tensor[], Tensor, (Tensor Reconstruction, 
 
         var compressed = LayerShapes.Select(shape => Compressor(shape, s)).ToArray();
         compressors = ModuleList(compressed.Select(m => m.Module).ToArray());
-        condition = Linear(compressed.Sum(m => m.Features), s.ConditioningSize);
-        condition_act = new Carso.Models.LeakyRelu(s.NegativeSlope);
+        condition = Linear(compressed.Sum(m => m.Features), s.ConditioningSize, hasBias: !s.BatchNorm);
+        condition_act = Normalised(BatchNorm1d(s.ConditioningSize), s);
 
         // Two stride-2 3x3 convolutions, padding 1: H -> ceil(H/2) -> ceil(H/4).
         encoder = Sequential(
-            ("conv_0", Conv2d(c, s.EncoderChannels1, 3, stride: 2, padding: 1)),
-            ("act_0", new Carso.Models.LeakyRelu(s.NegativeSlope)),
-            ("conv_1", Conv2d(s.EncoderChannels1, s.EncoderChannels2, 3, stride: 2, padding: 1)),
-            ("act_1", new Carso.Models.LeakyRelu(s.NegativeSlope)),
+            ("conv_0", Conv2d(c, s.EncoderChannels1, 3, stride: 2, padding: 1, bias: !s.BatchNorm)),
+            ("act_0", Normalised(BatchNorm2d(s.EncoderChannels1), s)),
+            ("conv_1", Conv2d(s.EncoderChannels1, s.EncoderChannels2, 3, stride: 2, padding: 1, bias: !s.BatchNorm)),
+            ("act_1", Normalised(BatchNorm2d(s.EncoderChannels2), s)),
             ("flatten", Flatten()));
         var encoded = s.EncoderChannels2 * Halved(h, 2) * Halved(w, 2);
         mu = Linear(encoded + s.ConditioningSize, s.LatentSize);
@@ -307,25 +312,38 @@ public sealed class Purifier : Module<Tensor[], Tensor, (Tensor Reconstruction, 
             var size = shape.Aggregate(1L, (a, d) => a * d);
             return (Sequential(
                 ("flatten", Flatten()),
-                ("linear", Linear(size, s.CompressorFeatures)),
-                ("act", new Carso.Models.LeakyRelu(s.NegativeSlope))), s.CompressorFeatures);
+                ("linear", Linear(size, s.CompressorFeatures, hasBias: !s.BatchNorm)),
+                ("act", Normalised(BatchNorm1d(s.CompressorFeatures), s))), s.CompressorFeatures);
         }
         // Channels first (a 1x1 convolution is cheap at any resolution, and the wide layers of a WRN have up to
         // 640 channels), then halve the resolution at CompressorChannels, where 3x3 convolutions cost little.
         var layers = new List<(string, Module<Tensor, Tensor>)>
         {
-            ("reduce", Conv2d(shape[0], s.CompressorChannels, 1)),
-            ("act", new Carso.Models.LeakyRelu(s.NegativeSlope)),
+            ("reduce", Conv2d(shape[0], s.CompressorChannels, 1, bias: !s.BatchNorm)),
+            ("act", Normalised(BatchNorm2d(s.CompressorChannels), s)),
         };
         var (h, w) = (shape[1], shape[2]);
         for (var i = 0; Math.Max(h, w) > s.CompressedSize; i++)
         {
-            layers.Add(($"down_{i}", Conv2d(s.CompressorChannels, s.CompressorChannels, 3, stride: 2, padding: 1)));
-            layers.Add(($"act_{i}", new Carso.Models.LeakyRelu(s.NegativeSlope)));
+            layers.Add(($"down_{i}", Conv2d(s.CompressorChannels, s.CompressorChannels, 3, stride: 2, padding: 1, bias: !s.BatchNorm)));
+            layers.Add(($"act_{i}", Normalised(BatchNorm2d(s.CompressorChannels), s)));
             (h, w) = (Halved(h, 1), Halved(w, 1));
         }
         layers.Add(("flatten", Flatten()));
         return (Sequential(layers), s.CompressorChannels * h * w);
+    }
+
+    /// <summary>
+    /// The activation after a layer: LeakyReLU, preceded by <paramref name="norm"/> when the settings ask for batch
+    /// norm (the layer then has no bias: the norm's shift replaces it). Without batch norm the module is the bare
+    /// LeakyReLU, so purifiers saved before batch norm existed keep their state-dict names.
+    /// </summary>
+    static Module<Tensor, Tensor> Normalised(Module<Tensor, Tensor> norm, PurifierSettings s)
+    {
+        var act = new Carso.Models.LeakyRelu(s.NegativeSlope);
+        if (s.BatchNorm) return Sequential(("norm", norm), ("act", act));
+        norm.Dispose();
+        return act;
     }
 
     /// <summary>The size after <paramref name="times"/> stride-2, padding-1 3x3 convolutions: ceil(n / 2^times).</summary>

@@ -17,6 +17,13 @@ public sealed record LayerInfo(string Name, string Type, long[] OutputShape)
 /// </summary>
 public static class Representation
 {
+    /// <summary>
+    /// The name of a layer every classifier has: the log-softmax of its logits [B, K], the last representation layer
+    /// of the reference CARSO (its Fashion-MNIST classifiers end in a LogSoftmax module). Computed from the output,
+    /// so a classifier need not have such a module; one of its own by that name takes precedence.
+    /// </summary>
+    public const string LogSoftmax = "log_softmax";
+
     /// <summary>The named submodules that produce a tensor (every Module&lt;Tensor, Tensor&gt; but the root).</summary>
     public static IReadOnlyList<(string Name, Module<Tensor, Tensor> Module)> Layers(Module model) =>
         model.named_modules()
@@ -32,11 +39,12 @@ public static class Representation
     public static (Tensor Logits, Tensor[] Layers) Capture(Module<Tensor, Tensor> model, IReadOnlyList<string> layerNames, Tensor x)
     {
         var layers = Layers(model).ToDictionary(l => l.Name, l => l.Module);
-        var unknown = layerNames.Where(n => !layers.ContainsKey(n)).ToArray();
+        var fromOutput = !layers.ContainsKey(LogSoftmax);
+        var unknown = layerNames.Where(n => !layers.ContainsKey(n) && !(fromOutput && n == LogSoftmax)).ToArray();
         if (unknown.Length > 0)
             throw new ArgumentException(
                 $"unknown layer name{(unknown.Length > 1 ? "s" : "")} {string.Join(", ", unknown.Select(u => $"'{u}'"))} " +
-                $"for {model.GetName()}; available: {string.Join(", ", layers.Keys)}");
+                $"for {model.GetName()}; available: {string.Join(", ", layers.Keys.Append(LogSoftmax).Distinct())}");
         var captured = new Tensor?[layerNames.Count];
         // Models may run forward inside their own dispose scopes (and may dispose intermediate outputs), while the
         // captured outputs must outlive them and belong to the caller's scope, like the logits do. So the hook
@@ -44,15 +52,18 @@ public static class Representation
         // gets a fresh alias of it made in its own scope. Not MoveToOtherDisposeScope: in TorchSharp 0.107, moving
         // a tensor to the scope it is already in drops it from that scope while it still points there, and its
         // finalizer then throws ObjectDisposedException on the finalizer thread, killing the process.
-        var removers = layerNames.Select((name, i) => layers[name].register_forward_hook((_, _, output) =>
+        var removers = layerNames.Select((name, i) => (name, i)).Where(l => layers.ContainsKey(l.name)).Select(l => layers[l.name].register_forward_hook((_, _, output) =>
         {
-            captured[i]?.Dispose();
-            captured[i] = output.alias().DetachFromDisposeScope();
+            captured[l.i]?.Dispose();
+            captured[l.i] = output.alias().DetachFromDisposeScope();
             return output;
         })).ToArray();
         try
         {
             var logits = model.call(x);
+            for (var i = 0; i < layerNames.Count; i++)
+                if (fromOutput && layerNames[i] == LogSoftmax)
+                    captured[i] = functional.log_softmax(logits, 1).DetachFromDisposeScope();
             var missing = layerNames.Where((_, i) => captured[i] is null).ToArray();
             if (missing.Length > 0)
                 throw new InvalidOperationException(
@@ -85,7 +96,8 @@ public static class Representation
             using var noGrad = no_grad();
             using var scope = NewDisposeScope();
             var device = model.parameters().FirstOrDefault()?.device ?? CPU;
-            model.call(zeros([1, .. inputShape], device: device));
+            var logits = model.call(zeros([1, .. inputShape], device: device));
+            if (seen.All(s => s.Name != LogSoftmax)) seen.Add(new LayerInfo(LogSoftmax, "log_softmax of the output", logits.shape));
             return seen;
         }
         finally

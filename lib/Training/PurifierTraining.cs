@@ -12,9 +12,11 @@ namespace Carso.Training;
 
 /// <summary>
 /// Settings of purifier training (CARSO). Defaults follow the reference recipe scaled to Fashion-MNIST on a CPU:
-/// half of each batch adversarial (FGSM and PGD-40, step 0.01, random start, at eps/2 and eps, a quarter each);
-/// Adam (the reference: RAdam, see Optimizer) in Lookahead (k 6, alpha 0.8); learning rate warm-up over the first 12.5% of training, flat for the
-/// next 12.5%, then a linear anneal to 0; beta 0 for the first 12.5%, then a linear ramp to BetaMax over 4%.
+/// half of each batch adversarial (FGSM and PGD-40, step 0.01, random start, at eps/2 and eps, a quarter each),
+/// precomputed against the frozen classifier for the whole training set every <see cref="AdversarialRefreshEpochs"/>
+/// epochs; Adam (the reference: RAdam, see Optimizer) in Lookahead (k 6, alpha 0.8); learning rate warm-up over the
+/// first 12.5% of training, flat for the next 12.5%, then a linear anneal to 0 (or the 2023 reference's triangular
+/// cycle, <see cref="LrSchedule"/>); beta 0 for the first 12.5% of the epochs, then a linear ramp to BetaMax over 4%.
 /// </summary>
 public sealed record PurifierTrainingSettings
 {
@@ -24,18 +26,28 @@ public sealed record PurifierTrainingSettings
     public double PgdStepSize { get; init; } = 0.01;
     public int Epochs { get; init; } = 8;
     public int BatchSize { get; init; } = 128;
+    /// <summary>The peak learning rate (of either schedule).</summary>
     public double LearningRate { get; init; } = 1e-3;
     /// <summary>The optimiser inside Lookahead. The reference uses RAdam. TorchSharp 0.107's RAdam did not train the
     /// purifier (BCE stuck near 500 per image after 100 steps with beta 0, where Adam reached 240): its rectified step
-    /// is multiplied by the learning rate twice. PurifierOptimizer.RAdam is now Carso's <see cref="Carso.Training.RAdam"/>,
-    /// which matches PyTorch's (tests/Training/RAdamTests.cs); Adam stays the default until that choice is made.</summary>
+    /// is multiplied by the learning rate twice. PurifierOptimizer.RAdam is Carso's <see cref="Carso.Training.RAdam"/>,
+    /// which matches PyTorch's (tests/Training/RAdamTests.cs).</summary>
     public PurifierOptimizer Optimizer { get; init; } = PurifierOptimizer.Adam;
     public Lookahead.Settings Lookahead { get; init; } = new(K: 6, Alpha: 0.8);
+    public PurifierLrSchedule LrSchedule { get; init; } = PurifierLrSchedule.WarmupFlatAnneal;
     public double WarmupFraction { get; init; } = 0.125;
     public double FlatFraction { get; init; } = 0.125;
+    /// <summary>Triangular: the learning rate at the first and the last epoch (the reference's CyclicLR base_lr).</summary>
+    public double MinLearningRate { get; init; } = 5e-9;
+    /// <summary>Triangular: the fraction of the epochs spent rising to LearningRate (the reference: a third).</summary>
+    public double TriangularUpFraction { get; init; } = 1.0 / 3;
     public double BetaZeroFraction { get; init; } = 0.125;
     public double BetaRampFraction { get; init; } = 0.04;
     public double BetaMax { get; init; } = 1.0;
+    /// <summary>The classifier is frozen, so its adversarial examples can be made for the whole training set at once and
+    /// reused: every this many epochs they are made anew (with new random starts and a new choice of perturbed points).
+    /// 1 perturbs each epoch's batches afresh, as the reference does per batch.</summary>
+    public int AdversarialRefreshEpochs { get; init; } = 1;
     /// <summary>Held-out points evaluated each epoch (clean, and PGD against the classifier alone).</summary>
     public int EvalPoints { get; init; } = 500;
     public int EvalPgdSteps { get; init; } = 40;
@@ -45,32 +57,76 @@ public sealed record PurifierTrainingSettings
     /// purifier's initialisation, which is the caller's.</summary>
     public long Seed { get; init; } = 0;
 
-    /// <summary>LR at training progress t in [0, 1]: warm-up, flat, linear anneal.</summary>
+    /// <summary>WarmupFlatAnneal: the LR at training progress t in [0, 1] (counted in steps: a run of a few epochs still
+    /// warms up within its first one).</summary>
     public double LearningRateAt(double t) =>
         t < WarmupFraction ? LearningRate * (t + 1e-3) / WarmupFraction
         : t < WarmupFraction + FlatFraction ? LearningRate
         : LearningRate * Math.Max(0, (1 - t) / (1 - WarmupFraction - FlatFraction));
 
-    /// <summary>KL weight at progress t: 0, then a linear ramp to BetaMax.</summary>
-    public double BetaAt(double t) =>
-        t < BetaZeroFraction ? 0 : BetaMax * Math.Min(1, (t - BetaZeroFraction) / BetaRampFraction);
+    /// <summary>Triangular: the LR of epoch e (0-based), as PyTorch's CyclicLR "triangular" stepped once per epoch:
+    /// linear from MinLearningRate at epoch 0 to LearningRate at epoch up = floor(TriangularUpFraction * Epochs), then
+    /// linear back to MinLearningRate at epoch Epochs.</summary>
+    public double TriangularAt(int epoch)
+    {
+        var up = Math.Max(1, (int)(TriangularUpFraction * Epochs));
+        var down = Math.Max(1, Epochs - up);
+        return epoch <= up
+            ? MinLearningRate + (LearningRate - MinLearningRate) * epoch / up
+            : LearningRate - (LearningRate - MinLearningRate) * Math.Min(1, (epoch - up) / (double)down);
+    }
+
+    /// <summary>The LR of a step in epoch e (0-based) at training progress t in [0, 1].</summary>
+    public double LearningRateAt(int epoch, double t) => LrSchedule switch
+    {
+        PurifierLrSchedule.WarmupFlatAnneal => LearningRateAt(t),
+        PurifierLrSchedule.Triangular => TriangularAt(epoch),
+        _ => throw new ArgumentOutOfRangeException(nameof(LrSchedule), $"unknown learning-rate schedule {LrSchedule}"),
+    };
+
+    /// <summary>The KL weight of epoch e (0-based), counted in epochs as the reference's beta scheduler: 0 for the first
+    /// floor(BetaZeroFraction * Epochs) epochs, then a linear ramp reaching BetaMax after max(1, floor(BetaRampFraction *
+    /// Epochs)) epochs. BetaZeroFraction = BetaRampFraction = 0 is the 2023 reference: BetaMax throughout.</summary>
+    public double BetaAt(int epoch)
+    {
+        var lag = (int)(BetaZeroFraction * Epochs);
+        var ramp = Math.Max(1, (int)(BetaRampFraction * Epochs));
+        return epoch < lag ? 0 : BetaMax * Math.Min(1, (epoch - lag + 1) / (double)ramp);
+    }
+
+    /// <summary>The 2023 reference recipe for Fashion-MNIST (train_a_carso.py): adversarial fraction 0.4, RAdam in
+    /// Lookahead (5 steps, alpha 0.8), triangular cyclic LR counted in epochs from 5e-9 up to 3e-5 * batch size over a
+    /// third of the epochs, beta 1 throughout, 150 epochs at batch 1536. Threat, epochs and batch size are the caller's.</summary>
+    public static PurifierTrainingSettings Published2023(int epochs, int batchSize) => new()
+    {
+        AdversarialFraction = 0.4, Epochs = epochs, BatchSize = batchSize,
+        Optimizer = PurifierOptimizer.RAdam, Lookahead = new(K: 5, Alpha: 0.8),
+        LrSchedule = PurifierLrSchedule.Triangular, LearningRate = 3e-5 * batchSize, MinLearningRate = 5e-9,
+        BetaZeroFraction = 0, BetaRampFraction = 0, BetaMax = 1,
+    };
 }
+
+/// <summary>WarmupFlatAnneal: the 2025 reference's warm-up, flat, linear anneal. Triangular: the 2023 reference's CyclicLR.</summary>
+public enum PurifierLrSchedule { WarmupFlatAnneal, Triangular }
 
 public enum PurifierOptimizer { Adam, RAdam }
 
 /// <summary>One epoch of purifier training: schedules, mean BCE and KL per image, held-out accuracies, time, and the
-/// latent's health on the held-out points (see <see cref="LatentHealth"/>; zeros in records made before it was logged).</summary>
+/// latent's health and the VAE loss terms on the held-out points (see <see cref="LatentHealth"/>; zeros in records made
+/// before they were logged). AdversarialSeconds: the part of Seconds spent making the adversarial training set.</summary>
 public sealed record PurifierEpochMetrics(int Epoch, double LearningRate, double Beta, double Bce, double Kl,
     Accuracy ClassifierClean, Accuracy DefendedClean, Accuracy ClassifierPgd, Accuracy DefendedPgd, double Seconds,
-    int ActiveUnits = 0, int LatentSize = 0, double SampleSpread = 0);
+    int ActiveUnits = 0, int LatentSize = 0, double SampleSpread = 0, double HeldOutBce = 0, double HeldOutKl = 0,
+    double AdversarialSeconds = 0);
 
 /// <summary>
 /// Whether the purifier's latent carries information, on held-out points: ActiveUnits counts latent dimensions whose
 /// encoder mean varies across inputs (Var_x[mu_j] above <see cref="PurifierTraining.ActiveUnitThreshold"/>, Burda et al.
 /// 2016) out of LatentSize; SampleSpread is the mean over pixels of the standard deviation over the defence's N sampled
 /// reconstructions of one input. A collapsed latent has no active unit and a spread near 0: the N samples are one image.
+/// HeldOutBce and HeldOutKl: the two terms of the VAE loss per image on the clean held-out images (z from the posterior).
 /// </summary>
-public sealed record LatentHealth(int ActiveUnits, int LatentSize, double SampleSpread);
+public sealed record LatentHealth(int ActiveUnits, int LatentSize, double SampleSpread, double HeldOutBce, double HeldOutKl);
 
 public sealed record PurifierTrainingResult(IReadOnlyList<PurifierEpochMetrics> History, bool Resumed);
 
@@ -79,7 +135,9 @@ public sealed record PurifierTrainingResult(IReadOnlyList<PurifierEpochMetrics> 
 /// every draw comes from a generator derived by <see cref="Seeds"/> from (settings.Seed, purpose, epoch[, batch]),
 /// never from torch's global generator, so the same seed gives the same purifier whatever else the process draws,
 /// and a resumed epoch draws what it would have drawn. Purposes: "purifier-training/shuffle" (e) for the order of
-/// epoch e; "purifier-training/mixed-batch" (e, b) for the random starts of the attacks in batch b's mixed batch;
+/// epoch e; "purifier-training/mixed-batch" (e, b) for the random starts of the attacks on chunk b of the adversarial
+/// training set made at epoch e (the chunks are epoch e's batches, so with AdversarialRefreshEpochs 1 every batch is
+/// perturbed afresh, exactly as a per-batch attack would);
 /// "purifier-training/reparameterise" (e, b) for its latent noise — a stream of its own, so a change to the attacks
 /// (fraction, steps) leaves the noise alone; "purifier-training/held-out-pgd" and "purifier-training/held-out-latents"
 /// for the held-out evaluation, the same in every epoch.
@@ -122,8 +180,30 @@ public static class PurifierTraining
     }
 
     /// <summary>
+    /// The adversarial training set made at epoch <paramref name="epoch"/> against the frozen classifier: images [N, C, H, W]
+    /// on the CPU, point i the perturbed or clean version of train.Images[i]. The points are cut into the batches of that
+    /// epoch's order and each batch is a <see cref="MixedBatch"/> (its first AdversarialFraction perturbed, in four parts),
+    /// its random starts from (Seed, "purifier-training/mixed-batch", epoch, batch).
+    /// </summary>
+    public static Tensor AdversarialSet(Func<Tensor, Tensor> classifier, Dataset train, PurifierTrainingSettings settings, int epoch, Device device)
+    {
+        var result = train.Images.clone();
+        using var order = DatasetOps.Permutation(train.Count, Seeds.Derive(settings.Seed, ShufflePurpose, epoch));
+        var batch = 0;
+        for (long start = 0; start < train.Count; start += settings.BatchSize, batch++)
+        {
+            using var scope = NewDisposeScope();
+            var idx = order.narrow(0, start, Math.Min(settings.BatchSize, train.Count - start));
+            using var generator = Seeds.Generator(settings.Seed, MixedBatchPurpose, device, epoch, batch);
+            var mixed = MixedBatch(classifier, train.Images.index_select(0, idx).to(device), train.Labels.index_select(0, idx).to(device), settings, generator);
+            result.index_copy_(0, idx, mixed.cpu());
+        }
+        return result;
+    }
+
+    /// <summary>
     /// One step: representation of the mixed batch (classifier frozen, no gradient), conditioning, encoder on the
-    /// CLEAN target (a conditional VAE encodes what it must reconstruct), reparameterised z, decode, BCE (sum)
+    /// same mixed batch (the classifier's own input, as in the reference), reparameterised z, decode, BCE (sum)
     /// against the clean image + beta * KL (both summed per image, averaged over the batch: Purifier.PurifierLoss).
     /// The reparameterisation noise comes from <paramref name="generator"/> (torch's global one when null).
     /// Returns (bce, kl) per image as 0-dim tensors.
@@ -184,49 +264,67 @@ public static class PurifierTraining
             log($"resumed from {checkpoint.Folder} after epoch {history.Count}");
         }
         using var evalSet = validation.Take(settings.EvalPoints);
+        if (settings.AdversarialRefreshEpochs < 1)
+            throw new ArgumentOutOfRangeException(nameof(settings), $"AdversarialRefreshEpochs must be >= 1, got {settings.AdversarialRefreshEpochs}");
         var stepsPerEpoch = (int)((train.Count + settings.BatchSize - 1) / settings.BatchSize);
         var totalSteps = (double)stepsPerEpoch * settings.Epochs;
-        for (var epoch = history.Count; epoch < settings.Epochs; epoch++)
+        Tensor? adversarialSet = null;
+        try
         {
-            var clock = System.Diagnostics.Stopwatch.StartNew();
-            using var epochScope = NewDisposeScope();
-            var bceSum = zeros(1, dtype: ScalarType.Float64, device: device);
-            var klSum = zeros(1, dtype: ScalarType.Float64, device: device);
-            var step = 0;
-            double lr = 0, beta = 0;
-            foreach (var (images, labels) in train.Batches(settings.BatchSize, shuffleSeed: Seeds.Derive(settings.Seed, ShufflePurpose, epoch)))
+            for (var epoch = history.Count; epoch < settings.Epochs; epoch++)
             {
-                using var scope = NewDisposeScope();
-                using var batchImages = images;
-                using var batchLabels = labels;
-                // Generators per batch: a batch's draws do not depend on how much earlier batches drew.
-                using var attackGenerator = Seeds.Generator(settings.Seed, MixedBatchPurpose, device, epoch, step);
-                using var noiseGenerator = Seeds.Generator(settings.Seed, ReparameterisePurpose, device, epoch, step);
-                var t = (epoch * stepsPerEpoch + step) / totalSteps;
-                lr = settings.LearningRateAt(t);
-                beta = settings.BetaAt(t);
-                Optimizers.SetLearningRate(inner, lr);
-                var x = images.to(device);
-                var mixed = MixedBatch(classifier.call, x, labels.to(device), settings, attackGenerator);
-                var (bce, kl) = Step(classifier, layerNames, purifier, optimizer, x, mixed, beta, noiseGenerator);
-                bceSum.add_(bce * x.shape[0]);
-                klSum.add_(kl * x.shape[0]);
-                // Not inside the ?. call: without a progress callback its arguments are never evaluated, and the step
-                // (hence the learning-rate and beta schedules) would stay at 0 for the whole training.
-                step++;
-                progress?.Invoke(step, stepsPerEpoch);
+                var clock = System.Diagnostics.Stopwatch.StartNew();
+                using var epochScope = NewDisposeScope();
+                // The set of the current refresh round: made at its first epoch (also after a resume mid-round: it depends
+                // on the seed and that epoch only).
+                var madeAt = epoch / settings.AdversarialRefreshEpochs * settings.AdversarialRefreshEpochs;
+                var adversarialSeconds = 0.0;
+                if (adversarialSet is null || epoch == madeAt)
+                {
+                    adversarialSet?.Dispose();
+                    adversarialSet = AdversarialSet(classifier.call, train, settings, madeAt, device).DetachFromDisposeScope();
+                    adversarialSeconds = clock.Elapsed.TotalSeconds;
+                    log($"adversarial training set made at epoch {madeAt + 1} in {adversarialSeconds:F0} s");
+                }
+                var bceSum = zeros(1, dtype: ScalarType.Float64, device: device);
+                var klSum = zeros(1, dtype: ScalarType.Float64, device: device);
+                var beta = settings.BetaAt(epoch);
+                double lr = 0;
+                using var order = DatasetOps.Permutation(train.Count, Seeds.Derive(settings.Seed, ShufflePurpose, epoch));
+                for (var step = 0; step < stepsPerEpoch; step++)
+                {
+                    using var scope = NewDisposeScope();
+                    var start = (long)step * settings.BatchSize;
+                    var idx = order.narrow(0, start, Math.Min(settings.BatchSize, train.Count - start));
+                    // A generator per batch: a batch's draws do not depend on how much earlier batches drew.
+                    using var noiseGenerator = Seeds.Generator(settings.Seed, ReparameterisePurpose, device, epoch, step);
+                    lr = settings.LearningRateAt(epoch, (epoch * stepsPerEpoch + step) / totalSteps);
+                    Optimizers.SetLearningRate(inner, lr);
+                    var x = train.Images.index_select(0, idx).to(device);
+                    var mixed = adversarialSet.index_select(0, idx).to(device);
+                    // Batch norm cannot normalise one point: a last batch of one is left out.
+                    if (x.shape[0] > 1 || !purifier.Settings.BatchNorm)
+                    {
+                        var (bce, kl) = Step(classifier, layerNames, purifier, optimizer, x, mixed, beta, noiseGenerator);
+                        bceSum.add_(bce * x.shape[0]);
+                        klSum.add_(kl * x.shape[0]);
+                    }
+                    progress?.Invoke(step + 1, stepsPerEpoch);
+                }
+                var (classifierClean, defendedClean, classifierPgd, defendedPgd) = EvaluateEpoch(classifier, layerNames, purifier, evalSet, settings, device);
+                var health = Latent(classifier, layerNames, purifier, evalSet.Images, settings, device);
+                var metrics = new PurifierEpochMetrics(epoch + 1, lr, beta, bceSum.item<double>() / train.Count, klSum.item<double>() / train.Count,
+                    classifierClean, defendedClean, classifierPgd, defendedPgd, clock.Elapsed.TotalSeconds,
+                    health.ActiveUnits, health.LatentSize, health.SampleSpread, health.HeldOutBce, health.HeldOutKl, adversarialSeconds);
+                history.Add(metrics);
+                log($"epoch {metrics.Epoch}/{settings.Epochs}: lr {lr:G3} beta {beta:G3} BCE {metrics.Bce:F2} KL {metrics.Kl:F2} per image " +
+                    $"(held out: BCE {health.HeldOutBce:F2} KL {health.HeldOutKl:F2}), {health.ActiveUnits}/{health.LatentSize} active units, " +
+                    $"sample spread {health.SampleSpread:G3} | held-out clean: classifier {classifierClean}, CARSO {defendedClean} | " +
+                    $"PGD-{settings.EvalPgdSteps} on the classifier: classifier {classifierPgd}, CARSO {defendedPgd} | {metrics.Seconds:F0} s");
+                checkpoint?.Save(purifier, optimizerState, settings, history, isBest: true);
             }
-            var (classifierClean, defendedClean, classifierPgd, defendedPgd) = EvaluateEpoch(classifier, layerNames, purifier, evalSet, settings, device);
-            var health = Latent(classifier, layerNames, purifier, evalSet.Images, settings, device);
-            var metrics = new PurifierEpochMetrics(epoch + 1, lr, beta, bceSum.item<double>() / train.Count, klSum.item<double>() / train.Count,
-                classifierClean, defendedClean, classifierPgd, defendedPgd, clock.Elapsed.TotalSeconds,
-                health.ActiveUnits, health.LatentSize, health.SampleSpread);
-            history.Add(metrics);
-            log($"epoch {metrics.Epoch}/{settings.Epochs}: lr {lr:G3} beta {beta:G3} BCE {metrics.Bce:F2} KL {metrics.Kl:F2} per image, " +
-                $"{health.ActiveUnits}/{health.LatentSize} active units, sample spread {health.SampleSpread:G3} | held-out clean: " +
-                $"classifier {classifierClean}, CARSO {defendedClean} | PGD-{settings.EvalPgdSteps} on the classifier: classifier {classifierPgd}, CARSO {defendedPgd} | {metrics.Seconds:F0} s");
-            checkpoint?.Save(purifier, optimizerState, settings, history, isBest: true);
         }
+        finally { adversarialSet?.Dispose(); }
         return new PurifierTrainingResult(history, resumed);
     }
 
@@ -265,8 +363,9 @@ public static class PurifierTraining
         return reconstructions.shape[1] < 2 ? 0 : reconstructions.detach().std(1).mean().item<float>();
     }
 
-    /// <summary>The latent's health on held-out images [B, C, H, W] (clean): the encoder means for the active units, the
-    /// defence's N samples (settings.Defence, at least 2) for the spread, latents from a generator derived from settings.Seed.</summary>
+    /// <summary>The latent's health on held-out images [B, C, H, W] (clean), in eval mode: the encoder means for the active
+    /// units, the VAE loss terms with z drawn from the posterior, the defence's N samples (settings.Defence, at least 2) for
+    /// the spread; every draw from a generator derived from settings.Seed.</summary>
     public static LatentHealth Latent(nn.Module<Tensor, Tensor> classifier, IReadOnlyList<string> layerNames, Purifier purifier,
         Tensor images, PurifierTrainingSettings settings, Device device)
     {
@@ -276,7 +375,9 @@ public static class PurifierTraining
         using var generator = Seeds.Generator(settings.Seed, "purifier-training/latent-health", device);
         var x = images.to(device);
         var (_, layers) = Representation.Capture(classifier, layerNames, x);
-        var (mu, _) = purifier.Encode(x, purifier.Condition(layers));
+        var c = purifier.Condition(layers);
+        var (mu, logVar) = purifier.Encode(x, c);
+        var (_, heldOutBce, heldOutKl) = Purifier.PurifierLoss(purifier.Decode(Purifier.Reparameterise(mu, logVar, generator), c), x, mu, logVar, 1.0);
         // The defence's N samples (at least 2: a spread needs two), always sampled.
         var carso = new CarsoModel(classifier, purifier, layerNames,
             settings.Defence with { Differentiable = false, Deterministic = false, Samples = Math.Max(2, settings.Defence.Samples) });
@@ -289,7 +390,7 @@ public static class PurifierTraining
             var part = x.narrow(0, start, Math.Min(chunk, x.shape[0] - start));
             spread += SampleSpread(carso.Reconstructions(part, generator)) * part.shape[0];
         }
-        return new LatentHealth(ActiveUnits(mu), (int)mu.shape[1], spread / x.shape[0]);
+        return new LatentHealth(ActiveUnits(mu), (int)mu.shape[1], spread / x.shape[0], heldOutBce.item<float>(), heldOutKl.item<float>());
     }
 
     /// <summary>Held-out accuracies: classifier and defended model, on clean images and on PGD examples crafted against the classifier alone.

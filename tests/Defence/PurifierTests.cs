@@ -233,4 +233,41 @@ public class PurifierTests
         Assert.Equal((Math.E - 1) / 4, kl.item<float>(), 5);
         Assert.Equal(expectedBce + 0.5 * (Math.E - 1) / 4, total.item<float>(), 5);
     }
+
+    [Fact]
+    public void WithBatchNormTheBatchedEvalReconstructionEqualsAPerPointOneAndOldPurifiersKeepTheirNames()
+    {
+        using var scope = NewDisposeScope();
+        manual_seed(5);
+        var classifier = new SmallCnn();
+        classifier.eval();
+        string[] names = ["conv1", "fc1", Representation.LogSoftmax];
+        var shapes = PurifierCheckpoint.LayerShapes(classifier, names, [1, 28, 28]);
+        var settings = new PurifierSettings(ConditioningSize: 32, LatentSize: 8, DecoderChannels: 32, BatchNorm: true);
+        var purifier = Purifier.Build(settings, shapes, [1, 28, 28]);
+        var keys = purifier.state_dict().Keys.ToArray();
+        Assert.Contains(keys, k => k.EndsWith("norm.running_mean"));
+        // A few training steps' worth of batch statistics, so the running ones differ from their initial values.
+        var x = rand(6, 1, 28, 28);
+        Tensor[] layers;
+        using (no_grad()) layers = Representation.Capture(classifier, names, x).Layers;
+        purifier.train();
+        using (no_grad()) for (var i = 0; i < 3; i++) purifier.call(layers, x);
+        purifier.eval();
+        var z = randn(6, 8);
+        using var noGrad = no_grad();
+        var batched = purifier.Decode(z, purifier.Condition(layers));
+        var single = cat(Enumerable.Range(0, 6).Select(i =>
+            purifier.Decode(z.narrow(0, i, 1), purifier.Condition(layers.Select(l => l.narrow(0, i, 1)).ToArray()))).ToArray());
+        Assert.True(batched.allclose(single, rtol: 1e-4, atol: 1e-5), "eval-mode batch norm must not mix points");
+        // In training mode the batch statistics do mix them: the norm is really there.
+        purifier.train();
+        var trainBatched = purifier.Decode(z, purifier.Condition(layers));
+        Assert.False(trainBatched.allclose(batched, rtol: 1e-4, atol: 1e-5));
+        // Without batch norm, the state dict has the names of purifiers saved before it existed.
+        var plain = Purifier.Build(settings with { BatchNorm = false }, shapes, [1, 28, 28]);
+        Assert.DoesNotContain(plain.state_dict().Keys, k => k.Contains("norm"));
+        Assert.Contains(plain.state_dict().Keys, k => k == "condition.bias");
+        Assert.DoesNotContain(keys, k => k == "condition.bias");
+    }
 }

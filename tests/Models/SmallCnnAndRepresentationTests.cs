@@ -73,9 +73,25 @@ public class SmallCnnAndRepresentationTests
     public void DescribeListsEveryLayerWithItsOutputShapeInCallOrder()
     {
         var layers = Representation.Describe(new SmallCnn(), [1, 28, 28]);
-        Assert.Equal(["conv1", "relu1", "pool1", "conv2", "relu2", "pool2", "flatten", "fc1", "relu3", "logits"], layers.Select(l => l.Name));
+        Assert.Equal(["conv1", "relu1", "pool1", "conv2", "relu2", "pool2", "flatten", "fc1", "relu3", "logits", Representation.LogSoftmax],
+            layers.Select(l => l.Name));
         Assert.Equal(new long[] { 1, 64, 7, 7 }, layers.Single(l => l.Name == "pool2").OutputShape);
         Assert.Equal(new long[] { 1, 10 }, layers[^1].OutputShape);
         Assert.Equal("Conv2d", layers[0].Type);
+    }
+
+    [Fact]
+    public void TheLogSoftmaxLayerIsTheLogSoftmaxOfTheLogitsAndCarriesTheInputGradient()
+    {
+        using var scope = NewDisposeScope();
+        manual_seed(1);
+        var model = new SmallCnn();
+        model.eval();
+        var x = rand(3, 1, 28, 28).requires_grad_(true);
+        var (logits, layers) = Representation.Capture(model, ["conv1", Representation.LogSoftmax], x);
+        Assert.True(layers[1].allclose(nn.functional.log_softmax(logits, 1)));
+        Assert.True(layers[1].exp().sum(1).allclose(ones(3)), "log-probabilities");
+        layers[1][TensorIndex.Colon, 0].sum().backward();
+        Assert.True(x.grad is { } g && g.abs().sum().item<float>() > 0, "the captured layer must be part of the graph");
     }
 }

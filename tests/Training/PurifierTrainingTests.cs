@@ -29,6 +29,52 @@ public class PurifierTrainingTests
     }
 
     [Fact]
+    public void TheAdversarialSetIsTheEpochsBatchesEachAMixedBatchAndOtherPointsStayClean()
+    {
+        using var setup = new TinySetup();
+        var settings = TinySettings with { AdversarialFraction = 0.5, PgdSteps = 2 };
+        using var set = PurifierTraining.AdversarialSet(setup.Classifier.call, setup.Train, settings, epoch: 1, CPU);
+        using var again = PurifierTraining.AdversarialSet(setup.Classifier.call, setup.Train, settings, epoch: 1, CPU);
+        Assert.True(set.eq(again).all().item<bool>(), "the set depends on the seed and the epoch only");
+        using var other = PurifierTraining.AdversarialSet(setup.Classifier.call, setup.Train, settings, epoch: 2, CPU);
+        Assert.False(set.eq(other).all().item<bool>());
+        // Batch b of epoch 1's order is MixedBatch of those points with the generator (seed, mixed-batch, 1, b).
+        using var order = Carso.Data.DatasetOps.Permutation(16, Carso.Runtime.Seeds.Derive(settings.Seed, "purifier-training/shuffle", 1));
+        for (var b = 0; b < 2; b++)
+        {
+            var idx = order.narrow(0, b * 8, 8);
+            using var generator = Carso.Runtime.Seeds.Generator(settings.Seed, "purifier-training/mixed-batch", CPU, 1, b);
+            var expected = PurifierTraining.MixedBatch(setup.Classifier.call, setup.Train.Images.index_select(0, idx),
+                setup.Train.Labels.index_select(0, idx), settings, generator);
+            Assert.True(set.index_select(0, idx).eq(expected).all().item<bool>(), $"batch {b}");
+            var moved = (set.index_select(0, idx) - setup.Train.Images.index_select(0, idx)).abs().flatten(1).amax(1).gt(0).sum().item<long>();
+            Assert.Equal(4, moved); // half of the batch perturbed (the random images are far from the box edges only on average)
+        }
+    }
+
+    [Fact]
+    public void AResumeInsideARefreshRoundRemakesTheRoundsSetAndGivesTheUninterruptedWeights()
+    {
+        using var setup = new TinySetup();
+        using var dir = new TempFolder();
+        var settings = TinySettings with { Epochs = 3, AdversarialRefreshEpochs = 2 };
+        var uninterrupted = setup.Trainee();
+        var expected = PurifierTraining.Train(setup.Classifier, setup.Layers, uninterrupted, setup.Train, setup.Validation, settings, dir.File("a"));
+        Assert.True(expected.History[0].AdversarialSeconds > 0 && expected.History[1].AdversarialSeconds == 0 && expected.History[2].AdversarialSeconds > 0,
+            "the set is made at epochs 1 and 3 only");
+        var steps = 0;
+        Assert.Throws<OperationCanceledException>(() =>
+            PurifierTraining.Train(setup.Classifier, setup.Layers, setup.Trainee(), setup.Train, setup.Validation, settings, dir.File("b"),
+                progress: (_, _) => { if (++steps == 3) throw new OperationCanceledException("killed in epoch 2, inside round 1"); }));
+        var resumed = setup.Trainee();
+        var result = PurifierTraining.Train(setup.Classifier, setup.Layers, resumed, setup.Train, setup.Validation, settings, dir.File("b"));
+        Assert.True(result.Resumed);
+        Assert.Equal(expected.History.Select(h => h with { Seconds = 0, AdversarialSeconds = 0 }),
+            result.History.Select(h => h with { Seconds = 0, AdversarialSeconds = 0 }));
+        Assert.True(Same(Weights(uninterrupted), Weights(resumed)), "resumed weights differ from the uninterrupted run");
+    }
+
+    [Fact]
     public void TheTrainingStepGivesTheEncoderTheClassifiersOwnInputNotTheCleanTarget()
     {
         using var setup = new TinySetup();
@@ -80,10 +126,10 @@ public class PurifierTrainingTests
         var settings = new PurifierTrainingSettings { Epochs = 2, BatchSize = 8, PgdSteps = 1, EvalPoints = 4, EvalPgdSteps = 1,
             Defence = new CarsoSettings(Samples: 1) };
         var history = PurifierTraining.Train(classifier, layers, purifier, train, validation, settings).History;
-        // 2 steps per epoch, 4 in all: the last step of epoch 1 is at t = 1/4, of epoch 2 at t = 3/4.
+        // 2 steps per epoch, 4 in all: the last step of epoch 1 is at t = 1/4, of epoch 2 at t = 3/4; beta is counted in epochs.
         Assert.Equal(settings.LearningRateAt(0.25), history[0].LearningRate, 12);
         Assert.Equal(settings.LearningRateAt(0.75), history[1].LearningRate, 12);
-        Assert.Equal(settings.BetaAt(0.75), history[1].Beta, 12);
+        Assert.Equal(settings.BetaAt(1), history[1].Beta, 12);
         // The latent's health is logged every epoch.
         Assert.All(history, h => Assert.Equal(purifier.Settings.LatentSize, h.LatentSize));
         Assert.All(history, h => Assert.InRange(h.ActiveUnits, 0, h.LatentSize));
@@ -147,7 +193,7 @@ public class PurifierTrainingTests
         GlobalGenerator.Disturb(0);
         // and again during training, after every step
         var second = Run(TinySettings, (step, _) => GlobalGenerator.Disturb(step));
-        Assert.Equal(first.History, second.History);
+        Assert.Equal(first.History.Select(h => h with { AdversarialSeconds = 0 }), second.History.Select(h => h with { AdversarialSeconds = 0 }));
         Assert.True(Same(first.Weights, second.Weights), "the same seed gave other weights");
 
         // The seed matters (else the equality above would prove little): another seed trains differently.
@@ -173,7 +219,8 @@ public class PurifierTrainingTests
             PurifierCheckpoint.LayerShapes(setup.Classifier, setup.Layers, [1, 28, 28]), [1, 28, 28]);
         var result = PurifierTraining.Train(setup.Classifier, setup.Layers, resumed, setup.Train, setup.Validation, TinySettings, dir.File("b"));
         Assert.True(result.Resumed);
-        Assert.Equal(expected.History.Select(h => h with { Seconds = 0 }), result.History.Select(h => h with { Seconds = 0 }));
+        Assert.Equal(expected.History.Select(h => h with { Seconds = 0, AdversarialSeconds = 0 }),
+            result.History.Select(h => h with { Seconds = 0, AdversarialSeconds = 0 }));
         Assert.True(Same(Weights(uninterrupted), Weights(resumed)), "resumed weights differ from the uninterrupted run");
     }
 
@@ -186,8 +233,33 @@ public class PurifierTrainingTests
         Assert.Equal(1.0, s.LearningRateAt(0.2), 12);
         Assert.Equal(0.5, s.LearningRateAt(0.625), 12);
         Assert.Equal(0.0, s.LearningRateAt(1.0), 12);
-        Assert.Equal(0.0, s.BetaAt(0.1), 12);
-        Assert.Equal(0.5, s.BetaAt(0.145), 6);
-        Assert.Equal(1.0, s.BetaAt(0.5), 12);
+    }
+
+    [Fact]
+    public void BetaIsCountedInEpochsZeroThenALinearRampAndThe2023RecipeKeepsItAtOne()
+    {
+        // 100 epochs: beta 0 for the first 12 (floor(0.125 * 100)), then a 4-epoch ramp, then BetaMax.
+        var s = new PurifierTrainingSettings { Epochs = 100, BetaMax = 1.0 };
+        Assert.Equal(0.0, s.BetaAt(0), 12);
+        Assert.Equal(0.0, s.BetaAt(11), 12);
+        Assert.Equal(0.25, s.BetaAt(12), 12);
+        Assert.Equal(0.75, s.BetaAt(14), 12);
+        Assert.Equal(1.0, s.BetaAt(15), 12);
+        Assert.Equal(1.0, s.BetaAt(99), 12);
+        var published = PurifierTrainingSettings.Published2023(epochs: 150, batchSize: 1536);
+        Assert.All(new[] { 0, 1, 75, 149 }, e => Assert.Equal(1.0, published.BetaAt(e), 12));
+    }
+
+    [Fact]
+    public void TheTriangularScheduleRisesOverAThirdOfTheEpochsThenFallsAsTheReferenceCyclicLr()
+    {
+        // train_a_carso.py: CyclicLR(base 0.5e-8, max 3e-5 * 1536, up 50 epochs, down 100), stepped once per epoch.
+        var s = PurifierTrainingSettings.Published2023(epochs: 150, batchSize: 1536);
+        var (min, max) = (5e-9, 3e-5 * 1536);
+        Assert.Equal(min, s.LearningRateAt(0, 0.0), 15);
+        Assert.Equal(min + (max - min) * 25 / 50, s.LearningRateAt(25, 0.5), 12);
+        Assert.Equal(max, s.LearningRateAt(50, 0.9), 12);
+        Assert.Equal(max - (max - min) * 50 / 100, s.LearningRateAt(100, 0.1), 12);
+        Assert.Equal(max - (max - min) * 99 / 100, s.LearningRateAt(149, 1.0), 12);
     }
 }
