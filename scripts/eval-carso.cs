@@ -1,20 +1,22 @@
 #!/usr/bin/env -S dotnet run
 #:project ../lib/Carso.csproj
-// The evaluation protocol of the CARSO defence (DESIGN.md "Evaluation protocol") on the committed Fashion-MNIST
-// classifier and purifier: transfer of the classifier's AutoAttack examples (the committed transfer set); AutoAttack
-// rand and PGD+EOT end to end through the differentiable defence; the same through a non-saturating surrogate
-// aggregation, judged by the defence's own; APGD through the deterministic (z = 0) defence; Square. Robust accuracy is
-// the per-point worst case over all; every family is also reported alone, next to the classifier on the same points.
-// Resumable: a killed run continues from attacks/ in its output folder. The budget printed at the start (and stored in
-// the record) says how the settings below depart from the published protocol.
+// The verdict on CARSO (DESIGN.md "Evaluation protocol"): the committed Fashion-MNIST classifier and purifier, the
+// defence as published (N = 8 samples, the published lexsemble aggregation computed as the reference does), attacked
+// the paper's way (AutoAttack rand and PGD+EOT end to end through the published aggregation) and adaptively (transfer
+// of the classifier's AutoAttack examples; the same attacks through the stable ExpShare surrogate of the aggregation;
+// APGD through the deterministic z = 0 defence; Square on the defence itself), every attack judged by the defence as
+// deployed. Reports each family alone, the worst case of the paper's attacks, of the adaptive ones and of all, next to
+// the classifier alone on the same points, with the diagnostics that explain a difference (saturated outputs, NaN and
+// zero gradients, stalled iterates). Resumable: a killed run continues from attacks/ in its output folder. The budget
+// printed at the start (and stored in the record) says how the settings below depart from the published protocol.
 //   dotnet run scripts/eval-carso.cs            -> results/eval-carso/
 //   dotnet run scripts/eval-carso.cs --smoke    -> a temporary folder, seconds
 using System.Text.Json;
 
 // ---- settings (edit and re-run; the published protocol is CarsoProtocolSettings.Published on 1000 points) ------
-var settings = new Settings(Purifier: Committed.PurifierPath, Defence: new CarsoSettings(Samples: 8, Aggregation: AggregationKind.ExpShare),
-    ClassifierEvaluation: "results/eval-autoattack", Eps: 0.1, Points: 200,
-    Protocol: new CarsoProtocolSettings(EotIter: 4, SquareQueries: 1000, SurrogatePgdEot: false), BatchSize: 100, Seed: 0);
+var settings = new Settings(Purifier: Committed.PurifierPath, Defence: new CarsoSettings(Samples: 8, Aggregation: AggregationKind.Lexsemble),
+    ClassifierEvaluation: "results/eval-autoattack", Eps: 0.1, Points: 500,
+    Protocol: CarsoProtocolSettings.Published, BatchSize: 100, Seed: 0);
 var run = ScriptRun.Start(settings, args);
 if (run.Smoke) settings = settings with { Points = 16, Protocol = CarsoProtocolSettings.Smoke, BatchSize = 8 };
 var seed = run.SeedOverride ?? settings.Seed;
@@ -42,28 +44,35 @@ result.WorstCaseImages?.Dispose();
 
 // ---- table, record, figures --------------------------------------------------------------------------
 const string command = "dotnet run scripts/eval-carso.cs";
+ResultRow Row(string model, string evaluation, Accuracy accuracy) => new(model, evaluation, accuracy, command);
+var paper = result.Families.Where(f => CarsoProtocol.PaperStyle.Contains(f.Name)).ToArray();
+var adaptive = result.Families.Except(paper).ToArray();
 List<ResultRow> rows =
 [
     new("classifier", "clean", classifierClean, "dotnet run scripts/eval-autoattack.cs"),
     new("classifier", "AutoAttack standard", classifierRobust, "dotnet run scripts/eval-autoattack.cs"),
-    new("CARSO", "clean", result.Clean, command),
-    .. result.Families.Select(f => new ResultRow("CARSO", f.Name, f.Robust, command)),
-    new("CARSO", "worst case over all", result.WorstCase, command),
+    Row("CARSO", "clean", result.Clean),
+    .. paper.Select(f => Row(EvalCarsoReport.PaperStyle, f.Name, f.Robust)),
+    .. paper.Length > 0 ? [Row(EvalCarsoReport.PaperStyle, EvalCarsoReport.WorstCase, result.WorstCaseOver(paper.Select(f => f.Name)))] : Array.Empty<ResultRow>(),
+    .. adaptive.Select(f => Row(EvalCarsoReport.Adaptive, f.Name, f.Robust)),
+    .. adaptive.Length > 0 ? [Row(EvalCarsoReport.Adaptive, EvalCarsoReport.WorstCase, result.WorstCaseOver(adaptive.Select(f => f.Name)))] : Array.Empty<ResultRow>(),
+    Row("CARSO", "worst case over all", result.WorstCase),
 ];
 Console.Write("\n" + ResultTable.Text(rows));
-File.WriteAllText(run.Output("table.md"), ResultTable.Markdown(rows));
 Console.WriteLine($"diagnostics: {(diagnostics.AllClear ? "all clear" : string.Join("", diagnostics.Warnings.Select(w => $"\n  WARNING: {w}")))}");
-Console.WriteLine($"  {JsonSerializer.Serialize(diagnostics with { Warnings = [] }, RunRecord.Json)}");
 var record = run.Finish(settings, seed, new
 {
     rows, budget, reduced = budget.StartsWith("REDUCED", StringComparison.Ordinal), clean = result.Clean, worstCase = result.WorstCase,
     groups = result.Families, diagnostics, peakMemoryMiB = ProcessStats.PeakRssMiB(), points = result.Points,
 });
+File.WriteAllText(run.Output("table.md"), ResultTable.Markdown(rows) + "\n" + EvalCarsoReport.FamilyDiagnostics(record));
+Console.Write("\n" + EvalCarsoReport.FamilyDiagnostics(record));
 foreach (var (name, figure) in EvalCarsoReport.Figures(record)) run.SaveFigure(figure, name);
 
 /// <summary>Settings (a changed setting needs a fresh output folder or --out: the attack state is checked).</summary>
 /// <param name="Purifier">The purifier checkpoint (its spec names the classifier and layers), relative to the repository root.</param>
 /// <param name="ClassifierEvaluation">The classifier's AutoAttack run (scripts/eval-autoattack.cs) giving its per-point records.</param>
+/// <param name="Defence">CARSO as published: 8 samples, the reference's lexsemble aggregation (Lexsemble).</param>
 /// <param name="Points">The first Points test points (published: 1000).</param>
 record Settings(string Purifier, CarsoSettings Defence, string ClassifierEvaluation, double Eps, int Points,
     CarsoProtocolSettings Protocol, int BatchSize, long Seed);

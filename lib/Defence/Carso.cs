@@ -8,7 +8,8 @@ namespace Carso.Defence;
 /// Inference settings of CARSO.
 /// </summary>
 /// <param name="Samples">N: reconstructions sampled, classified and aggregated per input (reference: 8).</param>
-/// <param name="Aggregation">How the N outputs become one (reference: peel).</param>
+/// <param name="Aggregation">How the N outputs become one. Default ExpShare: the published argmax, finite everywhere; Lexsemble is the
+/// published computation itself (it saturates: see AggregationKind).</param>
 /// <param name="Deterministic">z = 0 instead of z ~ N(0, I): the deterministic variant (all N samples are then
 /// the same reconstruction).</param>
 /// <param name="Differentiable">true: the whole pipeline is recorded by autograd, so gradients flow from the output

@@ -282,8 +282,11 @@ public sealed class Purifier : Module<Tensor[], Tensor, (Tensor Reconstruction, 
     /// BCE : KL ratio that beta weighs is the reference's; only the scale differs, which keeps the gradient size
     /// independent of the batch size (and an adaptive optimiser such as RAdam is nearly indifferent to it).
     /// BCE clamps log(p) at -100 (PyTorch's convention), so it stays finite for saturated pixels.
+    /// With <paramref name="freeBits"/> &gt; 0 the total charges each latent dimension's batch-mean KL as
+    /// max(freeBits, KL_j) (free bits); the returned kl is always the plain one.
     /// </summary>
-    public static (Tensor Total, Tensor Bce, Tensor Kl) PurifierLoss(Tensor reconstruction, Tensor clean, Tensor mu, Tensor logVar, double beta)
+    public static (Tensor Total, Tensor Bce, Tensor Kl) PurifierLoss(Tensor reconstruction, Tensor clean, Tensor mu, Tensor logVar, double beta,
+        double freeBits = 0)
     {
         if (!reconstruction.shape.SequenceEqual(clean.shape))
             throw new ArgumentException(
@@ -292,7 +295,9 @@ public sealed class Purifier : Module<Tensor[], Tensor, (Tensor Reconstruction, 
         var batch = reconstruction.shape[0];
         var bce = functional.binary_cross_entropy(reconstruction, clean, reduction: Reduction.Sum) / batch;
         var kl = -0.5 * (1 + logVar - mu.square() - logVar.exp()).sum() / batch;
-        var total = bce + beta * kl;
+        // Free bits: each dimension's batch-mean KL [LatentSize], charged at least freeBits.
+        var charged = freeBits > 0 ? ((-0.5 * (1 + logVar - mu.square() - logVar.exp())).sum([0]) / batch).clamp_min(freeBits).sum() : kl;
+        var total = bce + beta * charged;
         return (total.MoveToOuterDisposeScope(), bce.MoveToOuterDisposeScope(), kl.MoveToOuterDisposeScope());
     }
 

@@ -15,8 +15,9 @@ namespace Carso.Evaluation;
 /// <param name="EotIter">Gradient samples per step (Expectation over Transformation) against the sampled defence.</param>
 /// <param name="PgdSteps">Steps of the end-to-end PGD+EOT attack; 0 skips it.</param>
 /// <param name="PgdStepSize">Step size of PGD+EOT (reference: 0.007).</param>
-/// <param name="Surrogate">Adaptive attack: the same attacks through this aggregation (non-saturating: mean logits),
-/// judged by the defence's own; null skips them.</param>
+/// <param name="Surrogate">Adaptive attack: the same attacks through this aggregation, judged by the defence's own; null
+/// (or the defence's own aggregation) skips them. Default ExpShare: the published aggregation's argmax, computed in log
+/// space so that it never saturates.</param>
 /// <param name="SurrogatePgdEot">Whether the surrogate family also runs PGD+EOT (after AutoAttack rand).</param>
 /// <param name="RepresentationPath">Adaptive attack: APGD-CE and APGD-DLR through the deterministic defence (z = 0: no
 /// sampling noise, so no EOT needed and the gradient of the representation path is exact), judged by the sampled defence.</param>
@@ -30,7 +31,7 @@ public sealed record CarsoProtocolSettings(
     int EotIter = 20,
     int PgdSteps = 200,
     double PgdStepSize = 0.007,
-    AggregationKind? Surrogate = AggregationKind.Logit,
+    AggregationKind? Surrogate = AggregationKind.ExpShare,
     bool SurrogatePgdEot = true,
     bool RepresentationPath = true,
     int SquareQueries = 5000,
@@ -58,6 +59,10 @@ public static class CarsoProtocol
 {
     public const string Name = "carso", RandName = "autoattack-rand", PgdEotName = "pgd-eot",
         RepresentationPathName = "representation-path", SquareName = "square";
+
+    /// <summary>The families the paper's own evaluation runs: AutoAttack rand and PGD+EOT end to end through the defence as
+    /// published (its own aggregation). Every other family (transfer, surrogate, deterministic path, Square) is adaptive.</summary>
+    public static IReadOnlyList<string> PaperStyle { get; } = [RandName, PgdEotName];
 
     /// <summary>PGD+EOT: CE with sum reduction, random start, the published step (settings).</summary>
     public static NamedAttack PgdEot(Threat threat, CarsoProtocolSettings settings, AttackMonitor monitor) =>
@@ -96,7 +101,8 @@ public static class CarsoProtocol
             families.Add(new(RepresentationPathName,
                 $"{(rand.Count > 0 ? randText : "APGD-CE")} ({settings.ApgdIterations} iterations) through the deterministic defence (z = 0, N = 1)",
                 m => AutoAttack.Custom(rand.Count > 0 ? rand : [AutoAttack.ApgdCeName], threat, aa, m),
-                Variant(carso.Settings with { Deterministic = true, Samples = 1, Differentiable = true })));
+                // One sample: its own logits (Logit of N = 1), so no aggregation can saturate on this path.
+                Variant(carso.Settings with { Deterministic = true, Samples = 1, Aggregation = AggregationKind.Logit, Differentiable = true })));
         if (settings.SquareQueries > 0)
             families.Add(new(SquareName, $"Square ({settings.SquareQueries} queries) on the defence itself",
                 m => AutoAttack.Custom([AutoAttack.SquareName], threat, aa, m)));
@@ -128,7 +134,9 @@ public static class CarsoProtocol
         var chance = 1.0 / data.Classes.Count;
         var (squareExtra, squareWarning) = Diagnostics.SquareVersusWhiteBox(result, SquareName);
         using var sample = data.Images.narrow(0, 0, Math.Min(options.BatchSize, data.Count)).to(options.Device ?? TorchSharp.torch.CPU);
-        var disagreement = Diagnostics.SampledDisagreement(judge.AsModel(), sample, options.Seed);
+        // Measured through ExpShare (the same argmax, finite everywhere): a saturating aggregation's inf - inf would hide it.
+        var disagreement = Diagnostics.SampledDisagreement(judge.With(judge.Settings with { Aggregation = AggregationKind.ExpShare }).AsModel(),
+            sample, options.Seed);
         var warnings = new[]
         {
             Diagnostics.NonFiniteDuringAttacks(monitor),

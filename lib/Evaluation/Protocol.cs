@@ -41,9 +41,10 @@ public sealed record AttackStage(string Attack, int PointsAttacked, int PointsBr
 public sealed record PointRecord(long Index, long Label, bool CleanCorrect, string? BrokenBy, double? PerturbationNorm, string? Attack = null);
 
 /// <summary>One family's result on its own: robust accuracy, its stages, the largest perturbation, the judge's
-/// non-finite outputs on its adversarial images, the gradient monitor's counts, and its attack seconds.</summary>
+/// non-finite outputs on its adversarial images, the gradient monitor's counts, its attack seconds, and the indices of the
+/// points it broke (clean-correct points it fooled; null in records made before they were kept).</summary>
 public sealed record FamilyResult(string Name, string Description, Accuracy Robust, IReadOnlyList<AttackStage> Stages,
-    double MaxPerturbationNorm, long NonFiniteOutputs, AttackMonitor.Counts Monitor, double Seconds);
+    double MaxPerturbationNorm, long NonFiniteOutputs, AttackMonitor.Counts Monitor, double Seconds, IReadOnlyList<int>? Broken = null);
 
 /// <summary>
 /// The result of a protocol: clean accuracy, each family alone, the per-point worst case and its per-point records.
@@ -55,6 +56,15 @@ public sealed record ProtocolResult(string Protocol, Threat Threat, Accuracy Cle
 {
     [System.Text.Json.Serialization.JsonIgnore]
     public Tensor? WorstCaseImages { get; init; }
+
+    /// <summary>The per-point worst case over some of the families only (e.g. the attacks a paper ran): a point is robust
+    /// when it is correct clean and none of these families broke it.</summary>
+    public Accuracy WorstCaseOver(IEnumerable<string> families)
+    {
+        var broken = families.SelectMany(name => Family(name).Broken
+            ?? throw new InvalidOperationException($"family '{name}' of {Protocol} has no per-point record")).ToHashSet();
+        return Accuracy.Of(Points.Count(p => p.CleanCorrect && !broken.Contains((int)p.Index)), Points.Count);
+    }
 
     public FamilyResult Family(string name) => Families.FirstOrDefault(f => f.Name == name)
         ?? throw new KeyNotFoundException($"no family '{name}' in protocol {Protocol} (families: {string.Join(", ", Families.Select(f => f.Name))})");

@@ -82,7 +82,7 @@ public static class ProtocolEvaluation
             var transferNorms = PointNorms(transfer, data.Images, protocol.Threat);
             var result = new FamilyResult(Protocol.TransferName, $"transfer of {transferSet.Spec.MadeBy} ({System.IO.Path.GetFileName(transferSet.Path)})",
                 Accuracy.Of(survived.Count(s => s), n), [], transferNorms.DefaultIfEmpty(0).Max(), nonFinite,
-                AttackMonitor.Counts.Zero, clock.Elapsed.TotalSeconds);
+                AttackMonitor.Counts.Zero, clock.Elapsed.TotalSeconds, BrokenPoints(cleanCorrect, survived));
             families.Add(result);
             Merge(Protocol.TransferName, survived, _ => null, i => transferNorms[i], transfer);
             log($"{Protocol.TransferName}: robust accuracy {result.Robust}");
@@ -97,7 +97,7 @@ public static class ProtocolEvaluation
             var survived = Enumerable.Range(0, n).Select(i => cleanCorrect[i] && state.BrokenBy[i] < 0).ToArray();
             var result = new FamilyResult(family.Name, family.Description, Accuracy.Of(survived.Count(s => s), n), state.Stages,
                 state.Norms.Where((_, i) => state.BrokenBy[i] >= 0).DefaultIfEmpty(0).Max(), state.NonFiniteOutputs, state.Monitor,
-                state.Seconds);
+                state.Seconds, BrokenPoints(cleanCorrect, survived));
             families.Add(result);
             Merge(family.Name, survived, i => names[state.BrokenBy[i]], i => state.Norms[i], images);
             images.Dispose();
@@ -110,6 +110,10 @@ public static class ProtocolEvaluation
         return new ProtocolResult(protocol.Name, protocol.Threat, clean, cleanNonFinite, families,
             Accuracy.Of(robust.Count(r => r), n), points, resumed) { WorstCaseImages = worstImages };
     }
+
+    /// <summary>The clean-correct points a family did not leave robust, by index.</summary>
+    static int[] BrokenPoints(bool[] cleanCorrect, bool[] survived) =>
+        Enumerable.Range(0, cleanCorrect.Length).Where(i => cleanCorrect[i] && !survived[i]).ToArray();
 
     /// <summary>Runs one family to the end (or resumes it), saving after every block; returns its final state and its
     /// adversarial images [N, C, H, W] (the clean image where no attack succeeded), owned by the caller.</summary>

@@ -60,7 +60,7 @@ public sealed class TrainingCheckpoint<TMetrics>(string folder)
         }
         if (state.Settings is JsonObject saved)
             foreach (var name in legacyDerived ?? []) saved.Remove(name);
-        var current = RunRecord.ToJson(settings)!.ToJsonString();
+        var current = WithoutNewDefaults(RunRecord.ToJson(settings)!, state.Settings, settings.GetType()).ToJsonString();
         if (state.Settings.ToJsonString() != current)
             throw new ResumeMismatchException(Folder,
                 $"{Folder} holds a training run with other settings:\n  saved:   {state.Settings.ToJsonString()}\n  current: {current}\n" +
@@ -72,6 +72,22 @@ public sealed class TrainingCheckpoint<TMetrics>(string folder)
             optimizer.Load(reader);
         });
         return state;
+    }
+
+    /// <summary>
+    /// The current settings without the properties the saved ones lack and that hold their type's default value: a
+    /// setting added to the code after the run started, left at its default, is not a change of the run (its default is
+    /// what the older code did). A new setting away from its default still is. Only for settings types with a
+    /// parameterless constructor (records of init properties); others are compared whole.
+    /// </summary>
+    static JsonNode WithoutNewDefaults(JsonNode current, JsonNode? saved, Type type)
+    {
+        if (current is not JsonObject now || saved is not JsonObject before || type.GetConstructor(Type.EmptyTypes) is null) return current;
+        var defaults = RunRecord.ToJson(Activator.CreateInstance(type)!) as JsonObject;
+        foreach (var (name, value) in now.ToArray())
+            if (!before.ContainsKey(name) && defaults is not null && defaults.TryGetPropertyValue(name, out var d) && JsonNode.DeepEquals(value, d))
+                now.Remove(name);
+        return now;
     }
 
     /// <summary>Reads one file of the saved epoch; a missing, truncated or foreign file is an InvalidDataException

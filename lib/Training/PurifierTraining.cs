@@ -44,6 +44,13 @@ public sealed record PurifierTrainingSettings
     public double BetaZeroFraction { get; init; } = 0.125;
     public double BetaRampFraction { get; init; } = 0.04;
     public double BetaMax { get; init; } = 1.0;
+    /// <summary>Free bits (Kingma et al. 2016): nats per latent dimension the KL term does not charge — the KL of each
+    /// dimension (averaged over the batch) enters the loss as max(FreeBits, KL_j). 0: the plain KL, as the reference.</summary>
+    public double FreeBits { get; init; } = 0;
+    /// <summary>The two budgets of the training attacks, as multiples of Threat.Eps: FGSM and PGD at each (the 2023
+    /// reference: eps/2 and eps; the 2025 CIFAR code: 2 eps and 4 eps).</summary>
+    public double AttackEpsLow { get; init; } = 0.5;
+    public double AttackEpsHigh { get; init; } = 1.0;
     /// <summary>The classifier is frozen, so its adversarial examples can be made for the whole training set at once and
     /// reused: every this many epochs they are made anew (with new random starts and a new choice of perturbed points).
     /// 1 perturbs each epoch's batches afresh, as the reference does per batch.</summary>
@@ -152,7 +159,8 @@ public static class PurifierTraining
 
     /// <summary>
     /// The training input: the first AdversarialFraction of the batch perturbed against the frozen classifier,
-    /// in four equal parts (FGSM eps/2, FGSM eps, PGD eps/2, PGD eps), the rest clean. x: [B,C,H,W], y: [B].
+    /// in four equal parts (FGSM and PGD at AttackEpsLow and AttackEpsHigh times eps: by default FGSM eps/2, FGSM eps,
+    /// PGD eps/2, PGD eps), the rest clean. x: [B,C,H,W], y: [B].
     /// The PGD random starts come from <paramref name="generator"/> (torch's global one when null).
     /// </summary>
     public static Tensor MixedBatch(Func<Tensor, Tensor> classifier, Tensor x, Tensor y, PurifierTrainingSettings settings, Generator? generator = null)
@@ -161,13 +169,14 @@ public static class PurifierTraining
         var b = (int)x.shape[0];
         var adversarial = (int)Math.Round(b * settings.AdversarialFraction);
         var bounds = Enumerable.Range(0, 5).Select(i => adversarial * i / 4).ToArray();
-        var eps = settings.Threat.Eps;
+        var (low, high) = (settings.Threat with { Eps = settings.Threat.Eps * settings.AttackEpsLow },
+            settings.Threat with { Eps = settings.Threat.Eps * settings.AttackEpsHigh });
         var attacks = new Func<Tensor, Tensor, Tensor>[]
         {
-            (xs, ys) => Fgsm.Attack(classifier, xs, ys, new FgsmSettings(settings.Threat with { Eps = eps / 2 }, StepSize: eps / 2, RandomStart: false), generator),
-            (xs, ys) => Fgsm.Attack(classifier, xs, ys, new FgsmSettings(settings.Threat, StepSize: eps, RandomStart: false), generator),
-            (xs, ys) => Pgd.Attack(classifier, xs, ys, new PgdSettings(settings.Threat with { Eps = eps / 2 }, settings.PgdSteps, settings.PgdStepSize), generator),
-            (xs, ys) => Pgd.Attack(classifier, xs, ys, new PgdSettings(settings.Threat, settings.PgdSteps, settings.PgdStepSize), generator),
+            (xs, ys) => Fgsm.Attack(classifier, xs, ys, new FgsmSettings(low, StepSize: low.Eps, RandomStart: false), generator),
+            (xs, ys) => Fgsm.Attack(classifier, xs, ys, new FgsmSettings(high, StepSize: high.Eps, RandomStart: false), generator),
+            (xs, ys) => Pgd.Attack(classifier, xs, ys, new PgdSettings(low, settings.PgdSteps, settings.PgdStepSize), generator),
+            (xs, ys) => Pgd.Attack(classifier, xs, ys, new PgdSettings(high, settings.PgdSteps, settings.PgdStepSize), generator),
         };
         var parts = new List<Tensor>();
         for (var k = 0; k < 4; k++)
@@ -209,7 +218,7 @@ public static class PurifierTraining
     /// Returns (bce, kl) per image as 0-dim tensors.
     /// </summary>
     public static (Tensor Bce, Tensor Kl) Step(nn.Module<Tensor, Tensor> classifier, IReadOnlyList<string> layerNames, Purifier purifier,
-        Lookahead optimizer, Tensor clean, Tensor mixed, double beta, Generator? generator = null)
+        Lookahead optimizer, Tensor clean, Tensor mixed, double beta, Generator? generator = null, double freeBits = 0)
     {
         using var scope = NewDisposeScope();
         Tensor[] layers;
@@ -218,7 +227,7 @@ public static class PurifierTraining
         optimizer.zero_grad();
         // The encoder sees the classifier's own input (the mixed batch), as in the reference; the target is the clean image.
         var (reconstruction, mu, logVar) = purifier.Reconstruct(layers, mixed, generator);
-        var (total, bce, kl) = Purifier.PurifierLoss(reconstruction, clean, mu, logVar, beta);
+        var (total, bce, kl) = Purifier.PurifierLoss(reconstruction, clean, mu, logVar, beta, freeBits);
         total.backward();
         optimizer.step();
         return (bce.detach().MoveToOuterDisposeScope(), kl.detach().MoveToOuterDisposeScope());
@@ -305,7 +314,7 @@ public static class PurifierTraining
                     // Batch norm cannot normalise one point: a last batch of one is left out.
                     if (x.shape[0] > 1 || !purifier.Settings.BatchNorm)
                     {
-                        var (bce, kl) = Step(classifier, layerNames, purifier, optimizer, x, mixed, beta, noiseGenerator);
+                        var (bce, kl) = Step(classifier, layerNames, purifier, optimizer, x, mixed, beta, noiseGenerator, settings.FreeBits);
                         bceSum.add_(bce * x.shape[0]);
                         klSum.add_(kl * x.shape[0]);
                     }

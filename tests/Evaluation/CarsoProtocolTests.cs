@@ -22,7 +22,7 @@ public class CarsoProtocolTests
         var classifier = new SmallCnn();
         var purifier = Purifier.Build(new PurifierSettings(ConditioningSize: 32, LatentSize: 8, DecoderChannels: 32),
             PurifierCheckpoint.LayerShapes(classifier, Layers, [1, 28, 28]), [1, 28, 28]);
-        var carso = new CarsoModel(classifier, purifier, Layers, new CarsoSettings(Samples: 4));
+        var carso = new CarsoModel(classifier, purifier, Layers, new CarsoSettings(Samples: 4, Aggregation: AggregationKind.Lexsemble));
         var images = rand(12, 1, 28, 28, generator: new Generator(11));
         Tensor labels;
         using (no_grad()) labels = carso.With(carso.Settings with { Deterministic = true }).Forward(images).argmax(1);
@@ -47,8 +47,14 @@ public class CarsoProtocolTests
         var result = Evaluate(carso, data, Tiny, transfer);
         var diagnostics = CarsoProtocol.Diagnose(carso, data, result, Tiny, new EvaluationOptions(3, 5));
 
-        Assert.Equal(new[] { "transfer", "autoattack-rand", "pgd-eot", "surrogate-logit", "representation-path", "square" },
+        Assert.Equal(new[] { "transfer", "autoattack-rand", "pgd-eot", "surrogate-expshare", "representation-path", "square" },
             result.Families.Select(g => g.Name));
+        // The worst case over every family is the protocol's; over the paper's families alone it can only be higher.
+        Assert.Equal(result.WorstCase, result.WorstCaseOver(result.Families.Select(f => f.Name)));
+        var paper = result.WorstCaseOver(CarsoProtocol.PaperStyle);
+        Assert.True(paper.Correct >= result.WorstCase.Correct);
+        Assert.Equal(Math.Min(result.Family("autoattack-rand").Robust.Correct, result.Family("pgd-eot").Robust.Correct) >= paper.Correct, true);
+        Assert.All(result.Families, f => Assert.Equal(result.Clean.Correct - f.Robust.Correct, f.Broken!.Count));
         Assert.Equal(result.Points.Count(p => p.CleanCorrect && p.BrokenBy is null), result.WorstCase.Correct);
         Assert.Equal(data.Count, result.WorstCase.N);
         Assert.All(result.Families, g => Assert.True(result.WorstCase.Correct <= g.Robust.Correct, $"{g.Name}: {g.Robust} < worst case {result.WorstCase}"));
@@ -96,13 +102,13 @@ public class CarsoProtocolTests
     {
         var (carso, _) = Setup();
         string[] Names(CarsoProtocolSettings s, CarsoModel m) => CarsoProtocol.Build(m, Eps, s).Families.Select(f => f.Name).ToArray();
-        Assert.Equal(["autoattack-rand", "pgd-eot", "surrogate-logit", "representation-path", "square"], Names(new CarsoProtocolSettings(), carso));
+        Assert.Equal(["autoattack-rand", "pgd-eot", "surrogate-expshare", "representation-path", "square"], Names(new CarsoProtocolSettings(), carso));
         Assert.Equal(["autoattack-rand", "pgd-eot", "square"],
             Names(new CarsoProtocolSettings(Surrogate: null, RepresentationPath: false, SquareQueries: 10), carso));
         Assert.Equal(["autoattack-rand"], Names(new CarsoProtocolSettings(RandAttacks: ["apgd-ce"], PgdSteps: 0, Surrogate: null,
             RepresentationPath: false, SquareQueries: 0), carso));
         // A surrogate equal to the defence's own aggregation is no surrogate.
-        var logitDefence = carso.With(carso.Settings with { Aggregation = AggregationKind.Logit });
-        Assert.DoesNotContain("surrogate-logit", Names(new CarsoProtocolSettings(), logitDefence));
+        var expShareDefence = carso.With(carso.Settings with { Aggregation = AggregationKind.ExpShare });
+        Assert.DoesNotContain("surrogate-expshare", Names(new CarsoProtocolSettings(), expShareDefence));
     }
 }

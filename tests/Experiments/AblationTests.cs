@@ -33,7 +33,7 @@ public class AblationTests
         Assert.StartsWith("REDUCED from the published protocol: ", text);
         foreach (var expected in new[] { "RobustPoints 200 (published 1000)", "Protocol.RandAttacks [apgd-ce] (published none)",
                      "Protocol.ApgdIterations 10 (published 100)", "Protocol.EotIter 2 (published 20)", "Protocol.PgdSteps 0 (published 200)",
-                     "Protocol.Surrogate none (published Logit)", "Protocol.SquareQueries 0 (published 5000)", "upper bound" })
+                     "Protocol.Surrogate none (published ExpShare)", "Protocol.SquareQueries 0 (published 5000)", "upper bound" })
             Assert.Contains(expected, text);
         Assert.DoesNotContain("CleanPoints", text);
         Assert.DoesNotContain("PgdStepSize", text);

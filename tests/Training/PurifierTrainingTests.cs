@@ -29,6 +29,66 @@ public class PurifierTrainingTests
     }
 
     [Fact]
+    public void TheTrainingAttackBudgetsAreMultiplesOfEpsAsSet()
+    {
+        using var scope = NewDisposeScope();
+        manual_seed(3);
+        var w = randn(36, 4);
+        Func<Tensor, Tensor> model = x => x.flatten(1).matmul(w);
+        var x = rand(8, 1, 6, 6) * 0.5 + 0.25;
+        var y = model(x).argmax(1);
+        // The 2025 CIFAR code's budgets, 2 eps and 4 eps, on an all-adversarial batch: FGSM moves every pixel by exactly its eps.
+        var settings = new PurifierTrainingSettings { Threat = Threat.Linf(0.05), AdversarialFraction = 1.0, PgdSteps = 3, AttackEpsLow = 2, AttackEpsHigh = 4 };
+        var norms = Projection.NormOf(PurifierTraining.MixedBatch(model, x, y, settings) - x, Norm.Linf).data<float>().ToArray();
+        Assert.All(norms[0..2], n => Assert.Equal(0.1f, n, 4));
+        Assert.All(norms[2..4], n => Assert.Equal(0.2f, n, 4));
+        Assert.All(norms[4..6], n => Assert.InRange(n, 0.01f, 0.1f + 1e-6f));
+        Assert.All(norms[6..8], n => Assert.InRange(n, 0.01f, 0.2f + 1e-6f));
+    }
+
+    [Fact]
+    public void FreeBitsChargeEachDimensionAtLeastItsAllowanceAndReportThePlainKl()
+    {
+        using var scope = NewDisposeScope();
+        var reconstruction = full(2, 1, 1, 1, 0.5f);
+        var clean = full(2, 1, 1, 1, 0.5f);          // BCE = 2 ln 2 summed over both images, ln 2 per image
+        // Dimension 0: mu 1 for both points (KL 0.5 each); dimension 1: mu 0, logvar 0 (KL 0).
+        var mu = tensor(new float[] { 1, 0, 1, 0 }).view(2, 2);
+        var logVar = zeros(2, 2);
+        var (plain, bce, kl) = Purifier.PurifierLoss(reconstruction, clean, mu, logVar, beta: 1);
+        Assert.Equal(Math.Log(2), bce.item<float>(), 5);
+        Assert.Equal(0.5, kl.item<float>(), 5);
+        Assert.Equal(Math.Log(2) + 0.5, plain.item<float>(), 5);
+        // 0.25 free nats per dimension: dimension 0 is charged 0.5 (above), dimension 1 is charged 0.25.
+        var (free, _, klFree) = Purifier.PurifierLoss(reconstruction, clean, mu, logVar, beta: 1, freeBits: 0.25);
+        Assert.Equal(Math.Log(2) + 0.75, free.item<float>(), 5);
+        Assert.Equal(0.5, klFree.item<float>(), 5);
+    }
+
+    [Fact]
+    public void ACheckpointFromBeforeANewSettingResumesWhileTheSettingKeepsItsDefault()
+    {
+        using var setup = new TinySetup();
+        using var dir = new TempFolder();
+        var settings = TinySettings with { Epochs = 2 };
+        var folder = dir.File("run");
+        var steps = 0;
+        Assert.Throws<OperationCanceledException>(() =>
+            PurifierTraining.Train(setup.Classifier, setup.Layers, setup.Trainee(), setup.Train, setup.Validation, settings with { Epochs = 2 }, folder,
+                progress: (_, _) => { if (++steps == 3) throw new OperationCanceledException("killed in epoch 2"); }));
+        // The saved settings as an older version wrote them: without FreeBits (a later setting).
+        var statePath = Directory.GetFiles(folder, "*.json").Single();
+        var state = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(statePath))!;
+        var saved = state["settings"]!.AsObject();
+        Assert.True(saved.Remove("freeBits"));
+        File.WriteAllText(statePath, state.ToJsonString());
+        Assert.True(PurifierTraining.Train(setup.Classifier, setup.Layers, setup.Trainee(), setup.Train, setup.Validation, settings, folder).Resumed);
+        // Away from its default, the new setting is a change of the run.
+        Assert.Throws<ResumeMismatchException>(() => PurifierTraining.Train(setup.Classifier, setup.Layers, setup.Trainee(), setup.Train,
+            setup.Validation, settings with { Epochs = 3, FreeBits = 0.5 }, folder));
+    }
+
+    [Fact]
     public void TheAdversarialSetIsTheEpochsBatchesEachAMixedBatchAndOtherPointsStayClean()
     {
         using var setup = new TinySetup();
