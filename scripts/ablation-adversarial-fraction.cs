@@ -26,18 +26,9 @@ var variants = settings.Fractions.Select(fraction => new Variant($"fraction {fra
     var classifier = Committed.Classifier(context.Device);
     var layers = PurifierCheckpoint.ReadSpec(Committed.PathOf(Committed.PurifierPath)).LayerNames;
     manual_seed(seed); // the same initialisation for every fraction
-    var purifier = Purifier.Build(settings.Purifier, PurifierCheckpoint.LayerShapes(classifier, layers, [1, 28, 28]), [1, 28, 28]).to(context.Device);
-    var clock = System.Diagnostics.Stopwatch.StartNew();
-    var last = PurifierTraining.Train(classifier, layers, purifier, train, validation,
-        settings.Training with { AdversarialFraction = fraction, Seed = seed, Threat = context.Budget.Threat }, null, context.Log, device: context.Device).History[^1];
-    purifier.eval();
-    PurifierCheckpoint.Save(run.Output($"purifiers/purifier-fraction-{fraction}.safetensors"), purifier,
-        PurifierSpec.For(classifier, layers, [1, 28, 28], settings.Purifier));
-    return Ablation.Carso(context, new CarsoModel(classifier, purifier, layers, settings.Defence), new Dictionary<string, double>
-    {
-        ["training seconds"] = clock.Elapsed.TotalSeconds, ["final BCE"] = last.Bce, ["final KL"] = last.Kl,
-        ["held-out defended clean"] = last.DefendedClean.Value, ["held-out defended PGD"] = last.DefendedPgd.Value,
-    });
+    var purifier = PurifierVariants.Build(classifier, layers, settings.Purifier, context.Device);
+    return PurifierVariants.TrainedCarso(context, classifier, purifier, layers, settings.Training with { AdversarialFraction = fraction, Seed = seed },
+        settings.Defence, train, validation, run.Output($"purifiers/purifier-fraction-{fraction}.safetensors"));
 }, X: fraction)).ToArray();
 
 // ---- run, record, figures -------------------------------------------------------------------------------

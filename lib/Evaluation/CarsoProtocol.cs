@@ -25,6 +25,8 @@ namespace Carso.Evaluation;
 /// breaks more points than the white-box ones signals gradient masking.</param>
 /// <param name="LargeEps">Diagnostics: accuracy at this eps under APGD-CE+EOT must fall to chance or below.</param>
 /// <param name="LargeEpsIterations">APGD iterations of the large-eps check (with EOT 2: it needs no precision).</param>
+/// <param name="EndToEnd">Whether the paper's families run (AutoAttack rand and PGD+EOT end to end through the defence's own
+/// aggregation); false keeps only the adaptive ones (e.g. through a surrogate, when the own aggregation saturates).</param>
 public sealed record CarsoProtocolSettings(
     string[]? RandAttacks = null,
     int ApgdIterations = 100,
@@ -36,7 +38,8 @@ public sealed record CarsoProtocolSettings(
     bool RepresentationPath = true,
     int SquareQueries = 5000,
     double LargeEps = 0.5,
-    int LargeEpsIterations = 20)
+    int LargeEpsIterations = 20,
+    bool EndToEnd = true)
 {
     /// <summary>The attacks of AutoAttack rand (the published pair when RandAttacks is null).</summary>
     public IReadOnlyList<string> Rand => RandAttacks ?? [AutoAttack.ApgdCeName, AutoAttack.ApgdDlrName];
@@ -80,7 +83,7 @@ public static class CarsoProtocol
         var families = new List<AttackFamily>();
         // Count votes are piecewise constant: no gradient flows through them, so the end-to-end families cannot run;
         // the surrogate family attacks such a defence.
-        var differentiable = carso.Settings.Aggregation != AggregationKind.Count;
+        var differentiable = carso.Settings.Aggregation != AggregationKind.Count && settings.EndToEnd;
         if (rand.Count > 0 && differentiable)
             families.Add(new(RandName, $"AutoAttack rand: {randText} ({settings.ApgdIterations} iterations, EOT {settings.EotIter}) end to end",
                 Rand, endToEnd));
