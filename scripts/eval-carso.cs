@@ -56,7 +56,7 @@ List<ResultRow> rows =
     .. paper.Length > 0 ? [Row(EvalCarsoReport.PaperStyle, EvalCarsoReport.WorstCase, result.WorstCaseOver(paper.Select(f => f.Name)))] : Array.Empty<ResultRow>(),
     .. adaptive.Select(f => Row(EvalCarsoReport.Adaptive, f.Name, f.Robust)),
     .. adaptive.Length > 0 ? [Row(EvalCarsoReport.Adaptive, EvalCarsoReport.WorstCase, result.WorstCaseOver(adaptive.Select(f => f.Name)))] : Array.Empty<ResultRow>(),
-    Row("CARSO", "worst case over all", result.WorstCase),
+    Row(EvalCarsoReport.Overall, EvalCarsoReport.WorstCase, result.WorstCase),
 ];
 Console.Write("\n" + ResultTable.Text(rows));
 Console.WriteLine($"diagnostics: {(diagnostics.AllClear ? "all clear" : string.Join("", diagnostics.Warnings.Select(w => $"\n  WARNING: {w}")))}");
