@@ -171,16 +171,13 @@ public static class Shards
         var records = paths.Select(p => (Path: p, Record: Load(p))).ToArray();
         string Name((string Path, ShardRecord Record) r) => $"shard {r.Record.Index}/{r.Record.Count} ({r.Path})";
         var count = records[0].Record.Count;
-        foreach (var r in records)
-        {
-            if (r.Record.Count != count)
-                throw new ShardException($"{Name(r)} and {Name(records[0])} belong to different splits (of {r.Record.Count} and of {count}); " +
-                                         "delete the folders of the split you do not want");
-            if (Path.GetFileName(Path.GetDirectoryName(r.Path)) != new Shard(r.Record.Index, r.Record.Count).Folder)
-                throw new ShardException($"{Name(r)}: its folder is not {new Shard(r.Record.Index, r.Record.Count).Folder} (copied?); put each shard in its own folder");
-        }
+        foreach (var r in records.Where(r => r.Record.Count != count))
+            throw new ShardException($"{Name(r)} and {Name(records[0])} belong to different splits (of {r.Record.Count} and of {count}); " +
+                                     "delete the folders of the split you do not want");
         foreach (var group in records.GroupBy(r => r.Record.Index).Where(g => g.Count() > 1))
             throw new ShardException($"shard {group.Key}/{count} is there twice: {string.Join(" and ", group.Select(r => r.Path))}; keep one");
+        foreach (var r in records.Where(r => Path.GetFileName(Path.GetDirectoryName(r.Path)) != new Shard(r.Record.Index, r.Record.Count).Folder))
+            throw new ShardException($"{Name(r)}: its folder is not {new Shard(r.Record.Index, r.Record.Count).Folder}; put each shard in its own folder");
         var missing = Enumerable.Range(0, count).Except(records.Select(r => r.Record.Index)).ToArray();
         if (missing.Length > 0)
             throw new ShardException($"{outputDir}: shard(s) {string.Join(", ", missing.Select(k => $"{k}/{count}"))} missing " +

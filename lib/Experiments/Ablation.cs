@@ -30,8 +30,8 @@ public sealed record AblationBudget(
 
     public static AblationBudget Published => new();
 
-    /// <summary>Seconds-long budgets for --smoke.</summary>
-    public AblationBudget Smoke() => this with { CleanPoints = 16, RobustPoints = 8, BatchSize = 8, Protocol = Attacks with
+    /// <summary>Seconds-long budgets for --smoke (blocks of 4 points, so that a smoke run can be split into 2 shards).</summary>
+    public AblationBudget Smoke() => this with { CleanPoints = 16, RobustPoints = 8, BatchSize = 4, Protocol = Attacks with
     {
         // The same families, each with a token budget.
         ApgdIterations = 2, EotIter = 1, PgdSteps = Math.Min(Attacks.PgdSteps, 2), PgdStepSize = 0.03,
