@@ -10,6 +10,11 @@ command=${1:?usage: slurm/local-cluster.sh start|stop DIR [CPUS]}
 dir=${2:?usage: slurm/local-cluster.sh start|stop DIR [CPUS]}
 
 stop() {
+  # Jobs first (their slurmstepd outlives slurmd), then the daemons, each by the pid in its pid file.
+  if [ -f "$dir/slurmctld.pid" ] && kill -0 "$(cat "$dir/slurmctld.pid")" 2>/dev/null; then
+    SLURM_CONF="$dir/slurm.conf" scancel --partition=debug 2>/dev/null || true
+    for _ in $(seq 20); do [ -z "$(SLURM_CONF="$dir/slurm.conf" squeue -h -o %i 2>/dev/null)" ] && break; sleep 0.5; done
+  fi
   for daemon in slurmd slurmctld munged; do
     pidfile="$dir/$daemon.pid"
     [ -f "$pidfile" ] || continue
