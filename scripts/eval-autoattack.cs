@@ -4,7 +4,7 @@
 // diagnostics, and the classifier's adversarial examples published as a transfer set (transfer.safetensors + spec) for
 // the CARSO evaluations. Default: the committed Fashion-MNIST PGD-AT SmallCnn, Linf eps 0.1, the first 1000 test
 // points. Resumable: a killed run continues from attacks/ in its output folder. Sharded: --shard K/N evaluates shard K
-// of N into shard-K-of-N/, --merge makes the record (and transfer set) of the unsharded run from them (slurm/README.md).
+// of N into shard-K-of-N/, --merge makes the record (and transfer set) of the unsharded run from them (README, "Scale-out").
 //   dotnet run scripts/eval-autoattack.cs            -> results/eval-autoattack/
 //   dotnet run scripts/eval-autoattack.cs --smoke    -> a temporary folder, seconds
 

@@ -7,7 +7,7 @@
 // the per-point worst case over all; every family is also reported alone, next to the classifier on the same points.
 // Resumable: a killed run continues from attacks/ in its output folder. The budget printed at the start (and stored in
 // the record) says how the settings below depart from the published protocol. Sharded: --shard K/N evaluates shard K
-// of N into shard-K-of-N/, --merge makes the record of the unsharded run from them (slurm/README.md).
+// of N into shard-K-of-N/, --merge makes the record of the unsharded run from them (README, "Scale-out").
 //   dotnet run scripts/eval-carso.cs            -> results/eval-carso/
 //   dotnet run scripts/eval-carso.cs --smoke    -> a temporary folder, seconds
 using System.Text.Json;
