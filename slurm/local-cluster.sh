@@ -48,7 +48,7 @@ munged --socket="$dir/munge.socket" --key-file="$dir/munge.key" --log-file="$dir
 
 cat > "$dir/slurm.conf" <<CONF
 ClusterName=carso-local
-SlurmctldHost=$host
+SlurmctldHost=$host(127.0.0.1)
 SlurmctldPort=$ctld_port
 SlurmdPort=$slurmd_port
 AuthType=auth/munge
