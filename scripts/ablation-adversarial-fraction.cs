@@ -13,7 +13,7 @@ var settings = new Settings(Fractions: [0, 0.25, 0.5, 1.0], TrainPoints: 16384, 
     Training: new PurifierTrainingSettings { Epochs = 1, PgdSteps = 10, PgdStepSize = 0.025, EvalPoints = 100, EvalPgdSteps = 10 },
     Budget: new AblationBudget(CleanPoints: 500, RobustPoints: 100, Protocol: new CarsoProtocolSettings(RandAttacks: ["apgd-ce"],
         ApgdIterations: 10, EotIter: 2, PgdSteps: 0, Surrogate: null, RepresentationPath: false, SquareQueries: 0)));
-var run = ScriptRun.Start(settings, args);
+var run = ScriptRun.Start(settings, args, shardable: true);
 if (run.Smoke)
     settings = settings with { Fractions = [0, 1.0], TrainPoints = 64, ValidationCount = 32, Budget = settings.Budget.Smoke(),
         Training = settings.Training with { BatchSize = 32, PgdSteps = 2, EvalPoints = 16, EvalPgdSteps = 2 } };

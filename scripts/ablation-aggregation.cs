@@ -12,7 +12,7 @@ var settings = new Settings(Aggregations: [AggregationKind.Logit, AggregationKin
     Samples: 8, Budget: new AblationBudget(CleanPoints: 1000, RobustPoints: 200, Protocol: new CarsoProtocolSettings(
         RandAttacks: ["apgd-ce"], ApgdIterations: 10, EotIter: 2, PgdSteps: 0, Surrogate: AggregationKind.Logit,
         RepresentationPath: false, SquareQueries: 0)));
-var run = ScriptRun.Start(settings, args);
+var run = ScriptRun.Start(settings, args, shardable: true);
 if (run.Smoke) settings = settings with { Budget = settings.Budget.Smoke() };
 
 // ---- the variants ---------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@
 var settings = new Settings(Samples: 8, Aggregation: AggregationKind.ExpShare, Budget: new AblationBudget(CleanPoints: 1000, RobustPoints: 200,
     Protocol: new CarsoProtocolSettings(RandAttacks: ["apgd-ce"], ApgdIterations: 10, EotIter: 2, PgdSteps: 0, Surrogate: null,
         RepresentationPath: true, SquareQueries: 0)));
-var run = ScriptRun.Start(settings, args);
+var run = ScriptRun.Start(settings, args, shardable: true);
 if (run.Smoke) settings = settings with { Budget = settings.Budget.Smoke() };
 
 // ---- the variants ---------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@
 var settings = new Settings(Samples: [1, 2, 4, 8, 16], Aggregation: AggregationKind.ExpShare, TimingPoints: 200, TimingRepeats: 3,
     Budget: new AblationBudget(CleanPoints: 1000, RobustPoints: 200, Protocol: new CarsoProtocolSettings(RandAttacks: ["apgd-ce"],
         ApgdIterations: 10, EotIter: 2, PgdSteps: 0, Surrogate: null, RepresentationPath: false, SquareQueries: 0)));
-var run = ScriptRun.Start(settings, args);
+var run = ScriptRun.Start(settings, args, shardable: true);
 if (run.Smoke) settings = settings with { Samples = [1, 2, 4], TimingPoints = 16, TimingRepeats = 1, Budget = settings.Budget.Smoke() };
 
 // ---- the variants ---------------------------------------------------------------------------------------

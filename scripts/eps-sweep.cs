@@ -11,7 +11,7 @@ var settings = new Settings(Eps: [0, 0.025, 0.05, 0.1, 0.15, 0.2, 0.3], Defence:
     ClassifierAttacks: new AutoAttackSettings(ApgdIterations: 25, NTargetClasses: 3), PgdStepFactor: 2.5 / 10,
     Budget: new AblationBudget(CleanPoints: 100, RobustPoints: 100, Transfer: false, Protocol: new CarsoProtocolSettings(ApgdIterations: 10,
         EotIter: 1, PgdSteps: 10, Surrogate: null, RepresentationPath: true, SquareQueries: 0)));
-var run = ScriptRun.Start(settings, args);
+var run = ScriptRun.Start(settings, args, shardable: true);
 if (run.Smoke) settings = settings with { Eps = [0, 0.1, 0.3], ClassifierAttacks = AutoAttackSettings.Smoke, Budget = settings.Budget.Smoke() with { CleanPoints = 8 } };
 if (settings.Eps.Zip(settings.Eps.Skip(1)).Any(p => p.Second <= p.First) || settings.Eps.Any(e => e < 0))
     throw new SettingsException("Eps", $"must be >= 0 and strictly increasing, got [{string.Join(", ", settings.Eps)}]");

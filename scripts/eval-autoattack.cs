@@ -3,14 +3,15 @@
 // AutoAttack "standard" (APGD-CE, APGD-T, FAB-T, Square 5000) on a classifier checkpoint, with the gradient-masking
 // diagnostics, and the classifier's adversarial examples published as a transfer set (transfer.safetensors + spec) for
 // the CARSO evaluations. Default: the committed Fashion-MNIST PGD-AT SmallCnn, Linf eps 0.1, the first 1000 test
-// points. Resumable: a killed run continues from attacks/ in its output folder.
+// points. Resumable: a killed run continues from attacks/ in its output folder. Sharded: --shard K/N evaluates shard K
+// of N into shard-K-of-N/, --merge makes the record (and transfer set) of the unsharded run from them (README, "Scale-out").
 //   dotnet run scripts/eval-autoattack.cs            -> results/eval-autoattack/
 //   dotnet run scripts/eval-autoattack.cs --smoke    -> a temporary folder, seconds
 
 // ---- settings (published AutoAttack budgets; edit and re-run) ------------------------------------
 var settings = new Settings(Checkpoint: Committed.ClassifierPath, Eps: 0.1, Points: 1000, Attacks: new AutoAttackSettings(),
     BatchSize: 500, LargeEps: 0.5, DiagnosticPoints: 200, Seed: 0);
-var run = ScriptRun.Start(settings, args);
+var run = ScriptRun.Start(settings, args, shardable: true);
 if (run.Smoke) settings = settings with { Points = 24, Attacks = AutoAttackSettings.Smoke, DiagnosticPoints = 24, BatchSize = 12 };
 var seed = run.SeedOverride ?? settings.Seed;
 var threat = Threat.Linf(settings.Eps);
@@ -23,8 +24,10 @@ Console.WriteLine(Budget.Describe(settings.Attacks, new AutoAttackSettings()));
 
 // ---- evaluate ------------------------------------------------------------------------------------
 var protocol = Protocol.Of("autoattack-standard", threat, m => AutoAttack.Standard(threat, settings.Attacks, m));
-var result = ProtocolEvaluation.Run(classifier.call, test, protocol,
-    new EvaluationOptions(seed, settings.BatchSize, run.Device, run.Output("attacks"), run.Log, run.Progress));
+var result = Sharding.Result(run, settings, seed, [settings.Checkpoint],
+    new EvaluationOptions(seed, settings.BatchSize, run.Device, run.Output("attacks"), run.Log, run.Progress),
+    options => ProtocolEvaluation.Run(classifier.call, test, protocol, options), keepImages: true);
+if (result is null) return; // a shard: its record is written; --merge does the rest
 var family = result.Families[0];
 Console.WriteLine($"clean accuracy {result.Clean}; AutoAttack robust accuracy {result.WorstCase}; largest perturbation {family.MaxPerturbationNorm:G4}");
 TransferSet.Save(run.Output("transfer.safetensors"), result.WorstCaseImages!, test.Labels,

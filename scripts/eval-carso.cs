@@ -9,6 +9,8 @@
 // the classifier alone on the same points, with the diagnostics that explain a difference (saturated outputs, NaN and
 // zero gradients, stalled iterates). Resumable: a killed run continues from attacks/ in its output folder. The budget
 // printed at the start (and stored in the record) says how the settings below depart from the published protocol.
+// Sharded: --shard K/N evaluates shard K of N into shard-K-of-N/, --merge makes the record of the unsharded run from
+// them (README, "Scale-out").
 //   dotnet run scripts/eval-carso.cs            -> results/eval-carso/
 //   dotnet run scripts/eval-carso.cs --smoke    -> a temporary folder, seconds
 using System.Text.Json;
@@ -17,7 +19,7 @@ using System.Text.Json;
 var settings = new Settings(Purifier: Committed.PurifierPath, Defence: new CarsoSettings(Samples: 8, Aggregation: AggregationKind.Lexsemble),
     ClassifierEvaluation: "results/eval-autoattack", Eps: 0.1, Points: 500,
     Protocol: CarsoProtocolSettings.Published, BatchSize: 100, Seed: 0);
-var run = ScriptRun.Start(settings, args);
+var run = ScriptRun.Start(settings, args, shardable: true);
 if (run.Smoke) settings = settings with { Points = 16, Protocol = CarsoProtocolSettings.Smoke, BatchSize = 8 };
 var seed = run.SeedOverride ?? settings.Seed;
 var threat = Threat.Linf(settings.Eps);
@@ -38,7 +40,10 @@ Console.WriteLine($"classifier on these points: clean {classifierClean}, AutoAtt
 // ---- the protocol -----------------------------------------------------------------------------------
 var options = new EvaluationOptions(seed, settings.BatchSize, run.Device, run.Output("attacks"), run.Log, run.Progress);
 var judge = carso.With(carso.Settings with { Differentiable = false });
-var result = ProtocolEvaluation.Run(judge.AsModel(), test, CarsoProtocol.Build(carso, threat, settings.Protocol, transfer), options);
+var result = Sharding.Result(run, settings, seed, [settings.Purifier, Committed.ClassifierPath, Committed.TransferSetPath,
+        Path.Combine(settings.ClassifierEvaluation, "run.json")], options,
+    o => ProtocolEvaluation.Run(judge.AsModel(), test, CarsoProtocol.Build(carso, threat, settings.Protocol, transfer), o));
+if (result is null) return; // a shard: its record is written; --merge does the rest
 var diagnostics = CarsoProtocol.Diagnose(carso, test, result, settings.Protocol, options);
 result.WorstCaseImages?.Dispose();
 

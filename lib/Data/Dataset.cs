@@ -58,6 +58,18 @@ public static class DatasetOps
         };
     }
 
+    /// <summary>The <paramref name="count"/> points from <paramref name="start"/> on (same name: the same points of the same data).</summary>
+    public static Dataset Range(this Dataset data, long start, long count)
+    {
+        if (start < 0 || count < 0 || start + count > data.Count)
+            throw new ArgumentOutOfRangeException(nameof(start), $"{data.Name}: points [{start}, {start + count}) are not within [0, {data.Count})");
+        return data with
+        {
+            Images = data.Images.narrow(0, start, count).clone(),
+            Labels = data.Labels.narrow(0, start, count).clone(),
+        };
+    }
+
     /// <summary>The points at the given indices (int64 [M]), in that order.</summary>
     public static Dataset Select(this Dataset data, Tensor indices) => data with
     {

@@ -9,9 +9,15 @@ using static TorchSharp.torch;
 namespace Carso.Evaluation;
 
 /// <summary>How to run a protocol: the seed every generator is derived from, points per block, the device, where the
-/// resumable state lives (null: not resumable), where log lines go, and the progress display (a bar per attack).</summary>
+/// resumable state lives (null: not resumable), where log lines go, the progress display (a bar per attack), and the
+/// shard to evaluate (null: every point).</summary>
 public sealed record EvaluationOptions(long Seed = 0, int BatchSize = 100, Device? Device = null, string? StateDir = null,
-    Action<string>? Log = null, Progress? Progress = null);
+    Action<string>? Log = null, Progress? Progress = null, Shard? Shard = null)
+{
+    /// <summary>The points [Start, End) of n this run evaluates: all of them, or the shard's whole blocks.</summary>
+    public (int Start, int End) PointRange(int n, string what = "the evaluation") =>
+        Shard?.Points(n, BatchSize, what) ?? (0, n);
+}
 
 /// <summary>
 /// The one evaluation driver: runs any <see cref="Protocol"/> on any model (deterministic or stochastic).
@@ -21,6 +27,9 @@ public sealed record EvaluationOptions(long Seed = 0, int BatchSize = 100, Devic
 /// starts, Square) — comes from a generator derived from (seed, purpose, block), so a point's fate depends only on the
 /// seed and its block, never on torch's global generator, on other work in the process, or on an interruption.
 /// Resumable: each family's state (immutable; every step returns a new one) is saved after every block.
+/// Sharded (options.Shard): only the shard's blocks run, each keyed by its GLOBAL block index, and the result covers the
+/// shard's points under their global indices, so merging the shards' results (<see cref="Shards.Merge(IReadOnlyList{ProtocolResult})"/>)
+/// gives the unsharded result point for point.
 /// </summary>
 public static class ProtocolEvaluation
 {
@@ -43,16 +52,21 @@ public static class ProtocolEvaluation
     public static ProtocolResult Run(Func<Tensor, Tensor> model, Dataset data, Protocol protocol, EvaluationOptions options) =>
         Run(StochasticModels.Fixed(model), data, protocol, options);
 
-    public static ProtocolResult Run(StochasticModel model, Dataset data, Protocol protocol, EvaluationOptions options)
+    public static ProtocolResult Run(StochasticModel model, Dataset allData, Protocol protocol, EvaluationOptions options)
     {
         var log = options.Log ?? (_ => { });
-        var device = options.Device ?? CPU;
-        var n = (int)data.Count;
-        if (n == 0) throw new ArgumentException($"{protocol.Name}: no points to evaluate ({data.Name} is empty)");
+        if (allData.Count == 0) throw new ArgumentException($"{protocol.Name}: no points to evaluate ({allData.Name} is empty)");
         if (options.BatchSize < 1) throw new ArgumentException($"{protocol.Name}: BatchSize must be >= 1, got {options.BatchSize}");
         if (options.StateDir is not null) Directory.CreateDirectory(options.StateDir);
+        // The shard's points (all of them unsharded); first: the global index of its first point, on a block boundary.
+        var (first, end) = options.PointRange((int)allData.Count, protocol.Name);
+        using var part = options.Shard is null ? null : allData.Range(first, end - first);
+        var data = part ?? allData;
+        var firstBlock = first / options.BatchSize;
+        var n = (int)data.Count;
+        if (options.Shard is { } shard) log($"{protocol.Name}: shard {shard}, points {first} to {end - 1} of {allData.Count}");
 
-        var (cleanCorrect, cleanNonFinite) = Judge(model, data, data.Images, options, "clean");
+        var (cleanCorrect, cleanNonFinite) = JudgeBlocks(model, data, data.Images, options, "clean", firstBlock);
         var clean = Accuracy.Of(cleanCorrect.Count(c => c), n);
         log($"{protocol.Name}: clean accuracy {clean}");
 
@@ -76,13 +90,14 @@ public static class ProtocolEvaluation
         if (protocol.Transfer is { } transferSet)
         {
             var clock = System.Diagnostics.Stopwatch.StartNew();
-            using var transfer = transferSet.For(data, protocol.Threat);
-            var (correct, nonFinite) = Judge(model, data, transfer, options, Protocol.TransferName);
+            using var transferAll = transferSet.For(allData, protocol.Threat);
+            using var transfer = transferAll.narrow(0, first, n);
+            var (correct, nonFinite) = JudgeBlocks(model, data, transfer, options, Protocol.TransferName, firstBlock);
             var survived = correct.Zip(cleanCorrect, (a, b) => a && b).ToArray();
             var transferNorms = PointNorms(transfer, data.Images, protocol.Threat);
             var result = new FamilyResult(Protocol.TransferName, $"transfer of {transferSet.Spec.MadeBy} ({System.IO.Path.GetFileName(transferSet.Path)})",
                 Accuracy.Of(survived.Count(s => s), n), [], transferNorms.DefaultIfEmpty(0).Max(), nonFinite,
-                AttackMonitor.Counts.Zero, clock.Elapsed.TotalSeconds, BrokenPoints(cleanCorrect, survived));
+                AttackMonitor.Counts.Zero, clock.Elapsed.TotalSeconds, BrokenPoints(cleanCorrect, survived, first));
             families.Add(result);
             Merge(Protocol.TransferName, survived, _ => null, i => transferNorms[i], transfer);
             log($"{Protocol.TransferName}: robust accuracy {result.Robust}");
@@ -91,13 +106,13 @@ public static class ProtocolEvaluation
         foreach (var family in protocol.Families)
         {
             log($"{family.Name}: {family.Description}");
-            var (state, images, familyResumed) = RunFamily(model, data, protocol, family, cleanCorrect, options, log);
+            var (state, images, familyResumed) = RunFamily(model, data, protocol, family, cleanCorrect, options, log, firstBlock);
             resumed |= familyResumed;
             var names = family.AttackNames;
             var survived = Enumerable.Range(0, n).Select(i => cleanCorrect[i] && state.BrokenBy[i] < 0).ToArray();
             var result = new FamilyResult(family.Name, family.Description, Accuracy.Of(survived.Count(s => s), n), state.Stages,
                 state.Norms.Where((_, i) => state.BrokenBy[i] >= 0).DefaultIfEmpty(0).Max(), state.NonFiniteOutputs, state.Monitor,
-                state.Seconds, BrokenPoints(cleanCorrect, survived));
+                state.Seconds, BrokenPoints(cleanCorrect, survived, first));
             families.Add(result);
             Merge(family.Name, survived, i => names[state.BrokenBy[i]], i => state.Norms[i], images);
             images.Dispose();
@@ -106,23 +121,32 @@ public static class ProtocolEvaluation
 
         var labels = data.Labels.cpu().data<long>().ToArray();
         var points = Enumerable.Range(0, n)
-            .Select(i => new PointRecord(i, labels[i], cleanCorrect[i], brokenBy[i], norms[i], brokenAttack[i])).ToArray();
+            .Select(i => new PointRecord(first + i, labels[i], cleanCorrect[i], brokenBy[i], norms[i], brokenAttack[i])).ToArray();
+        if (part is not null)
+        {
+            // A shard's images cover all of allData like an unsharded run's: the clean image outside the shard.
+            var all = allData.Images.clone();
+            all.narrow(0, first, n).copy_(worstImages);
+            worstImages.Dispose();
+            worstImages = all;
+        }
         return new ProtocolResult(protocol.Name, protocol.Threat, clean, cleanNonFinite, families,
             Accuracy.Of(robust.Count(r => r), n), points, resumed) { WorstCaseImages = worstImages };
     }
 
-    /// <summary>The clean-correct points a family did not leave robust, by index.</summary>
-    static int[] BrokenPoints(bool[] cleanCorrect, bool[] survived) =>
-        Enumerable.Range(0, cleanCorrect.Length).Where(i => cleanCorrect[i] && !survived[i]).ToArray();
+    /// <summary>The clean-correct points a family did not leave robust, by global index (first: the shard's first point).</summary>
+    static int[] BrokenPoints(bool[] cleanCorrect, bool[] survived, int first) =>
+        Enumerable.Range(0, cleanCorrect.Length).Where(i => cleanCorrect[i] && !survived[i]).Select(i => first + i).ToArray();
 
     /// <summary>Runs one family to the end (or resumes it), saving after every block; returns its final state and its
     /// adversarial images [N, C, H, W] (the clean image where no attack succeeded), owned by the caller.</summary>
     static (FamilyState State, Tensor Images, bool Resumed) RunFamily(StochasticModel model, Dataset data, Protocol protocol,
-        AttackFamily family, bool[] cleanCorrect, EvaluationOptions options, Action<string> log)
+        AttackFamily family, bool[] cleanCorrect, EvaluationOptions options, Action<string> log, int firstBlock)
     {
         var n = (int)data.Count;
         var names = family.AttackNames;
-        var fingerprint = $"{protocol.Name}|{family.Name}|{string.Join(",", names)}|{protocol.Threat}|{data.Name}|n={n}|seed={options.Seed}|block={options.BatchSize}";
+        var fingerprint = $"{protocol.Name}|{family.Name}|{string.Join(",", names)}|{protocol.Threat}|{data.Name}|n={n}|seed={options.Seed}|block={options.BatchSize}" +
+                          (options.Shard is null ? "" : $"|shard={options.Shard}|firstBlock={firstBlock}");
         var stateFile = options.StateDir is null ? null : System.IO.Path.Combine(options.StateDir, family.Name + ".json");
         var images = data.Images.clone();
         var saved = stateFile is null ? null : EvaluationStateFiles.Load<FamilyState>(stateFile, fingerprint, s => s.Fingerprint, images);
@@ -140,7 +164,7 @@ public static class ProtocolEvaluation
             {
                 var (start, end) = (block * options.BatchSize, Math.Min(n, (block + 1) * options.BatchSize));
                 var points = state.Queue.Where(i => i >= start && i < end).ToArray();
-                var outcome = points.Length == 0 ? null : AttackBlock(model, data, protocol, family, state.Attack, block, points, images, options);
+                var outcome = points.Length == 0 ? null : AttackBlock(model, data, protocol, family, state.Attack, firstBlock + block, points, images, options);
                 var attackName = names[state.Attack];
                 state = Step(state, outcome, blocks, attackName);
                 bar.Advance(points.Length);
@@ -181,7 +205,8 @@ public static class ProtocolEvaluation
         return next with { Attack = next.Attack + 1, BlocksDone = 0, Queue = [], Stages = next.Stages.Add(stage), StageSeconds = 0 };
     }
 
-    /// <summary>Attack `attack` of the family on the given points of one block, judged by the model.</summary>
+    /// <summary>Attack `attack` of the family on the given points of one block (its global index: the key of its generators),
+    /// judged by the model.</summary>
     static BlockOutcome AttackBlock(StochasticModel model, Dataset data, Protocol protocol, AttackFamily family, int attack, int block,
         int[] points, Tensor images, EvaluationOptions options)
     {
@@ -211,8 +236,20 @@ public static class ProtocolEvaluation
     }
 
     /// <summary>Per point whether the model classifies images[i] as data's label i, and the count of points with a
-    /// non-finite output; block by block, each block's randomness from (seed, purpose, block).</summary>
+    /// non-finite output; block by block, each block's randomness from (seed, purpose, block). Sharded (options.Shard): the
+    /// shard's points only (per point of the shard, in order).</summary>
     public static (bool[] Correct, long NonFinite) Judge(StochasticModel model, Dataset data, Tensor images, EvaluationOptions options, string purpose)
+    {
+        var (first, end) = options.PointRange((int)data.Count, purpose);
+        if (options.Shard is null) return JudgeBlocks(model, data, images, options, purpose, 0);
+        using var part = data.Range(first, end - first);
+        using var partImages = images.narrow(0, first, end - first);
+        return JudgeBlocks(model, part, partImages, options, purpose, first / options.BatchSize);
+    }
+
+    /// <summary>Judge on points whose first block has the global index firstBlock (the key of its generator).</summary>
+    static (bool[] Correct, long NonFinite) JudgeBlocks(StochasticModel model, Dataset data, Tensor images, EvaluationOptions options,
+        string purpose, int firstBlock)
     {
         var device = options.Device ?? CPU;
         var n = (int)data.Count;
@@ -223,7 +260,7 @@ public static class ProtocolEvaluation
             using var scope = NewDisposeScope();
             using var noGrad = no_grad();
             var size = Math.Min(options.BatchSize, n - start);
-            using var generator = Seeds.Generator(options.Seed, purpose, device, block);
+            using var generator = Seeds.Generator(options.Seed, purpose, device, firstBlock + block);
             var outputs = model(images.narrow(0, start, size).to(device), generator);
             nonFinite += outputs.isfinite().all(1).logical_not().sum().item<long>();
             var ok = outputs.argmax(1).eq(data.Labels.narrow(0, start, size).to(device)).cpu().data<bool>().ToArray();

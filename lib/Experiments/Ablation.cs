@@ -30,8 +30,8 @@ public sealed record AblationBudget(
 
     public static AblationBudget Published => new();
 
-    /// <summary>Seconds-long budgets for --smoke.</summary>
-    public AblationBudget Smoke() => this with { CleanPoints = 16, RobustPoints = 8, BatchSize = 8, Protocol = Attacks with
+    /// <summary>Seconds-long budgets for --smoke (blocks of 4 points, so that a smoke run can be split into 2 shards).</summary>
+    public AblationBudget Smoke() => this with { CleanPoints = 16, RobustPoints = 8, BatchSize = 4, Protocol = Attacks with
     {
         // The same families, each with a token budget.
         ApgdIterations = 2, EotIter = 1, PgdSteps = Math.Min(Attacks.PgdSteps, 2), PgdStepSize = 0.03,
@@ -86,42 +86,41 @@ public static class Ablation
     public static VariantModel Carso(VariantContext context, CarsoModel carso, IReadOnlyDictionary<string, double>? extra = null) =>
         new(carso.AsModel(), CarsoProtocol.Build(carso, context.Budget.Threat, context.Budget.Attacks, context.Transfer), extra);
 
-    public static RunRecord Run(ScriptRun run, object settings, long seed, string title, string varied, AblationBudget budget,
+    /// <summary>Evaluates every variant (or, with --shard, the shard's points of each; with --merge, merges the shards'),
+    /// then writes the record, table and figures; null after a shard (its record is written, the merge does the rest).</summary>
+    public static RunRecord? Run(ScriptRun run, object settings, long seed, string title, string varied, AblationBudget budget,
         IReadOnlyList<Variant> variants, bool monotoneInX = false, IReadOnlyList<string>? notes = null)
     {
         budget = budget.Validated() with { Seed = seed };
         var description = budget.Describe();
         Console.WriteLine($"{title}: {description}");
-        using var clean = Committed.TestPoints(budget.CleanPoints);
-        using var attacked = clean.Take(budget.RobustPoints);
-        using var transfer = budget.Transfer ? Committed.TransferSet() : null;
-        var prior = new Dictionary<string, ProtocolResult>();
-        var threats = new List<string>();
-        var results = new List<VariantResult>();
-        var options = new EvaluationOptions(seed, budget.BatchSize, run.Device, Log: line => run.Log("  " + line), Progress: run.Progress);
-        foreach (var variant in variants)
+        // Sharded runs resume from their state (one folder per variant); unsharded ones start afresh, as always.
+        var options = new EvaluationOptions(seed, budget.BatchSize, run.Device, run.Shard is null ? null : run.Output("attacks"),
+            Log: line => run.Log("  " + line), Progress: run.Progress);
+        string[] inputs = [Committed.ClassifierPath, Committed.PurifierPath, .. budget.Transfer ? [Committed.TransferSetPath] : Array.Empty<string>()];
+        var parts = Sharding.Parts(run, settings, seed, inputs, options, o => Evaluate(run, budget, variants, o));
+        if (parts is null) return null;
+
+        var byName = parts.ToDictionary(p => p.Name);
+        var results = variants.Select(variant =>
         {
-            run.Log($"---- {variant.Name}: {variant.Description} ----");
-            var made = variant.Make(new VariantContext(clean, attacked, budget, transfer, prior, run.Device, run.Log));
-            var (correct, _) = ProtocolEvaluation.Judge(made.Model, clean, clean.Images, options, "clean");
-            var cleanAccuracy = Accuracy.Of(correct.Count(c => c), correct.Length);
-            var result = ProtocolEvaluation.Run(made.Model, attacked, made.Protocol, options);
-            prior[variant.Series == "CARSO" ? variant.Name : $"{variant.Series}/{variant.Name}"] = result;
-            threats.Add(made.Protocol.Threat.ToString());
+            var (clean, attacked) = (byName[Key(variant) + "/clean"], byName[Key(variant) + "/attacked"]);
+            var result = attacked.Result;
             var monitor = AttackMonitor.Counts.Sum(result.Families.Select(f => f.Monitor));
             var warnings = new[] { Diagnostics.NonFiniteDuringAttacks(monitor), Diagnostics.ZeroGradients(monitor),
                     Diagnostics.StalledAttacks(monitor), Diagnostics.NonFiniteOutputs(result) }
                 .OfType<string>().ToArray();
-            results.Add(new VariantResult(variant.Name, variant.Series, variant.X, variant.Description, cleanAccuracy, result.Clean,
-                result.Families.Select(f => new FamilySummary(f.Name, f.Description, f.Robust, f.Seconds, f.Monitor, f.NonFiniteOutputs)).ToArray(),
-                result.WorstCase, warnings, made.Extra ?? new Dictionary<string, double>()));
-            Console.WriteLine($"{variant.Name}: clean {cleanAccuracy}, worst case {result.WorstCase}" +
+            Console.WriteLine($"{variant.Name}: clean {clean.Result.Clean}, worst case {result.WorstCase}" +
                               string.Concat(warnings.Select(w => $"\n  WARNING: {w}")));
-        }
-        foreach (var r in prior.Values) r.WorstCaseImages?.Dispose();
+            return new VariantResult(variant.Name, variant.Series, variant.X, variant.Description, clean.Result.Clean, result.Clean,
+                result.Families.Select(f => new FamilySummary(f.Name, f.Description, f.Robust, f.Seconds, f.Monitor, f.NonFiniteOutputs)).ToArray(),
+                result.WorstCase, warnings, attacked.Extra ?? new Dictionary<string, double>());
+        }).ToArray();
+        foreach (var p in parts) p.Result.WorstCaseImages?.Dispose();
+        var threats = variants.Select(v => byName[Key(v) + "/attacked"].Result.Threat.ToString()).Distinct();
 
         var checks = monotoneInX ? VariantReport.Monotonicity(results) : [];
-        var metrics = new AblationMetrics(title, varied, budget.CleanPoints, budget.RobustPoints, string.Join(", ", threats.Distinct()), description,
+        var metrics = new AblationMetrics(title, varied, budget.CleanPoints, budget.RobustPoints, string.Join(", ", threats), description,
             results, checks, notes ?? []);
         var record = run.Finish(settings, seed, metrics);
         var rows = VariantReport.Rows(record);
@@ -132,4 +131,35 @@ public static class Ablation
         foreach (var (name, figure) in VariantReport.Figures(record)) run.SaveFigure(figure, name);
         return record;
     }
+
+    /// <summary>A variant's name among the results (prefixed "series/" outside the CARSO series), as Prior spells it.</summary>
+    static string Key(Variant v) => v.Series == "CARSO" ? v.Name : $"{v.Series}/{v.Name}";
+
+    /// <summary>Every variant through the driver with these options (a shard's, or all points): its clean judgement on the
+    /// clean points ("name/clean") and its protocol on the attacked points ("name/attacked", with the variant's own numbers).</summary>
+    static IReadOnlyList<ShardPart> Evaluate(ScriptRun run, AblationBudget budget, IReadOnlyList<Variant> variants, EvaluationOptions options)
+    {
+        using var clean = Committed.TestPoints(budget.CleanPoints);
+        using var attacked = clean.Take(budget.RobustPoints);
+        using var transfer = budget.Transfer ? Committed.TransferSet() : null;
+        var prior = new Dictionary<string, ProtocolResult>();
+        var parts = new List<ShardPart>();
+        foreach (var variant in variants)
+        {
+            run.Log($"---- {variant.Name}: {variant.Description} ----");
+            var made = variant.Make(new VariantContext(clean, attacked, budget, transfer, prior, run.Device, run.Log));
+            // Clean accuracy: the driver's clean judgement (keys "clean", per block) on the clean points, no attack.
+            var cleanResult = ProtocolEvaluation.Run(made.Model, clean, new Protocol("clean", made.Protocol.Threat, []), options with { StateDir = null });
+            cleanResult.WorstCaseImages?.Dispose();
+            var result = ProtocolEvaluation.Run(made.Model, attacked, made.Protocol,
+                options with { StateDir = options.StateDir is null ? null : Path.Combine(options.StateDir, FolderName(Key(variant))) });
+            prior[Key(variant)] = result;
+            parts.Add(new ShardPart(Key(variant) + "/clean", cleanResult with { WorstCaseImages = null }));
+            parts.Add(new ShardPart(Key(variant) + "/attacked", result with { WorstCaseImages = null }, made.Extra)); // its images: Prior's
+        }
+        foreach (var r in prior.Values) r.WorstCaseImages?.Dispose();
+        return parts;
+    }
+
+    static string FolderName(string name) => string.Concat(name.Select(c => char.IsLetterOrDigit(c) || c is '.' or '-' or '=' ? c : '_'));
 }

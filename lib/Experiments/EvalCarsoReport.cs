@@ -20,12 +20,12 @@ public static class EvalCarsoReport
         var groups = record.Metric<List<FamilyResult>>("groups");
         static string Share(long part, long all) => all == 0 ? "-" : $"{part} ({100.0 * part / all:F1}%)";
         var text = new System.Text.StringBuilder();
-        text.AppendLine("| family | robust | non-finite outputs | non-finite gradients | zero gradients | stalled points | seconds |");
-        text.AppendLine("|---|---:|---:|---:|---:|---:|---:|");
+        text.AppendLine("| family | robust | non-finite outputs | non-finite gradients | zero gradients | stalled points |");
+        text.AppendLine("|---|---:|---:|---:|---:|---:|");
         foreach (var g in groups)
             text.AppendLine($"| {g.Name} | {ResultTable.Percent(g.Robust)} | {g.NonFiniteOutputs} | " +
                             $"{Share(g.Monitor.NonFiniteGradients, g.Monitor.GradientEvaluations)} | {Share(g.Monitor.ZeroGradients, g.Monitor.GradientEvaluations)} | " +
-                            $"{Share(g.Monitor.StalledPoints, g.Monitor.AttackedPoints)} | {g.Seconds:F0} |");
+                            $"{Share(g.Monitor.StalledPoints, g.Monitor.AttackedPoints)} |");
         return text.ToString();
     }
 

@@ -8,6 +8,19 @@ namespace Carso.Runtime;
 public sealed record CommandLine(
     bool Smoke, string? OutDir, long? Seed, string? Device, bool Verbose, bool Help, IReadOnlyList<string> ExtraArgs)
 {
+    /// <summary>--shard K/N (evaluating scripts only): evaluate shard K of N and write its shard record.</summary>
+    public Shard? Shard { get; init; }
+
+    /// <summary>--merge (evaluating scripts only): merge the shard records of the output folder into the run's record.</summary>
+    public bool Merge { get; init; }
+
+    /// <summary>The options of evaluating scripts, as --help lists them.</summary>
+    public static readonly IReadOnlyList<(string Option, string Meaning)> ShardOptions =
+    [
+        ("--shard K/N", "evaluate only shard K of N (K from 0: whole blocks of points) into <out>/shard-K-of-N/; resumable"),
+        ("--merge", "merge the N shard records of the output folder into the record the unsharded run writes"),
+    ];
+
     /// <summary>The common options and what they do, as --help lists them.</summary>
     public static readonly IReadOnlyList<(string Option, string Meaning)> Options =
     [
@@ -22,8 +35,9 @@ public sealed record CommandLine(
     /// <summary>"--smoke | --out DIR | ...": the options in one line, for error messages.</summary>
     public static string OptionsLine => "--smoke | --out DIR | --seed N | --device auto|cpu|cuda[:N] | --verbose | --help";
 
-    /// <summary>Parses the common options; anything else goes to ExtraArgs when allowed, else is an error.</summary>
-    public static CommandLine Parse(IReadOnlyList<string> args, bool allowExtraArgs = false)
+    /// <summary>Parses the common options (with shardable, also --shard K/N and --merge: the scripts that evaluate); anything
+    /// else goes to ExtraArgs when allowed, else is an error.</summary>
+    public static CommandLine Parse(IReadOnlyList<string> args, bool allowExtraArgs = false, bool shardable = false)
     {
         var line = new CommandLine(false, null, null, null, false, false, []);
         var extra = new List<string>();
@@ -41,10 +55,14 @@ public sealed record CommandLine(
                 "--out" => line with { OutDir = Value() },
                 "--device" => line with { Device = Value() },
                 "--seed" => line with { Seed = ParseSeed(Value()) },
+                "--shard" when shardable => line with { Shard = Runtime.Shard.Parse(Value()) },
+                "--merge" when shardable => line with { Merge = true },
                 _ when allowExtraArgs => Keep(line, extra, option),
                 _ => throw new UsageException($"unknown option '{option}'; the options are {OptionsLine}"),
             };
         }
+        if (line.Shard is not null && line.Merge)
+            throw new UsageException("--shard and --merge go to different runs: run each shard with --shard K/N, then one --merge");
         return line with { ExtraArgs = extra };
     }
 
@@ -52,19 +70,21 @@ public sealed record CommandLine(
     {
         "--out" => "DIR",
         "--seed" => "N (an integer)",
+        "--shard" => "K/N (shard K of N, from 0)",
         _ => "auto|cpu|cuda[:N]",
     };
 
     static CommandLine Keep(CommandLine line, List<string> extra, string arg) { extra.Add(arg); return line; }
 
-    static bool IsCommonOption(string arg) => arg is "--smoke" or "--verbose" or "--help" or "-h" or "--out" or "--device" or "--seed";
+    static bool IsCommonOption(string arg) => arg is "--smoke" or "--verbose" or "--help" or "-h" or "--out" or "--device" or "--seed"
+        or "--shard" or "--merge";
 
     static long ParseSeed(string text) => long.TryParse(text, out var seed)
         ? seed
         : throw new UsageException($"--seed needs an integer, got '{text}'");
 
     /// <summary>The --help text: purpose, usage, options, and the settings with their defaults.</summary>
-    public static string HelpText(string script, string? purpose, object? settings)
+    public static string HelpText(string script, string? purpose, object? settings, bool shardable = false)
     {
         var lines = new List<string>();
         if (!string.IsNullOrWhiteSpace(purpose)) lines.AddRange([.. Wrap($"{script}: {purpose.Trim()}", 100), ""]);
@@ -72,7 +92,7 @@ public sealed record CommandLine(
         lines.Add("       the -- keeps dotnet run from taking options itself: without it, --help and --device go to dotnet run");
         lines.Add("");
         lines.Add("options:");
-        lines.AddRange(Options.Select(o => $"  {o.Option,-12} {o.Meaning.Replace("<script>", script)}"));
+        lines.AddRange(Options.Concat(shardable ? ShardOptions : []).Select(o => $"  {o.Option,-12} {o.Meaning.Replace("<script>", script)}"));
         if (settings is not null)
         {
             lines.Add("");

@@ -34,6 +34,12 @@ public sealed record ScriptRun(
     /// <summary>--verbose: stack traces for user errors too.</summary>
     public bool Verbose { get; init; }
 
+    /// <summary>--shard K/N: this run evaluates shard K of N only (scripts started with shardable: true).</summary>
+    public Shard? Shard { get; init; }
+
+    /// <summary>--merge: this run merges the output folder's shard records instead of evaluating.</summary>
+    public bool Merge { get; init; }
+
     /// <summary>Prints a line to standard output without breaking live progress bars; also a log callback
     /// (<c>log: run.Log</c>).</summary>
     public void Log(string line) => Progress.Log(line);
@@ -51,10 +57,12 @@ public sealed record ScriptRun(
     /// <param name="settings">The settings record with its values, listed by --help.</param>
     /// <param name="args">The command line.</param>
     /// <param name="allowExtraArgs">Keep options other than the common ones in ExtraArgs (the script parses them).</param>
+    /// <param name="shardable">The script evaluates and takes --shard K/N and --merge (Carso.Experiments.Sharding).</param>
     /// <param name="scriptFile">Filled in by the compiler: the script's source file. Its name (without .cs) names the run
     /// and its default output folder; its header comment is the purpose --help prints (one text, never typed twice).</param>
-    public static ScriptRun Start(object settings, string[] args, bool allowExtraArgs = false, [CallerFilePath] string scriptFile = "") =>
-        StartRun(Path.GetFileNameWithoutExtension(scriptFile), Purpose(scriptFile), settings, args, allowExtraArgs);
+    public static ScriptRun Start(object settings, string[] args, bool allowExtraArgs = false, bool shardable = false,
+        [CallerFilePath] string scriptFile = "") =>
+        StartRun(Path.GetFileNameWithoutExtension(scriptFile), Purpose(scriptFile), settings, args, allowExtraArgs, shardable);
 
     /// <summary>A script's purpose: its header comment (the // lines after the #! and #: lines, up to the usage lines
     /// "//   dotnet run ..."), as one paragraph; null when the source is not there (a moved build).</summary>
@@ -68,18 +76,21 @@ public sealed record ScriptRun(
     }
 
     /// <summary>The form without a purpose and settings (--help then lists the options only).</summary>
-    public static ScriptRun Start(string script, string[] args, bool allowExtraArgs = false) =>
-        StartRun(script, null, null, args, allowExtraArgs);
+    public static ScriptRun Start(string script, string[] args, bool allowExtraArgs = false, bool shardable = false) =>
+        StartRun(script, null, null, args, allowExtraArgs, shardable);
 
-    static ScriptRun StartRun(string script, string? purpose, object? settings, string[] args, bool allowExtraArgs)
+    static ScriptRun StartRun(string script, string? purpose, object? settings, string[] args, bool allowExtraArgs, bool shardable)
     {
         ReportFailuresCleanly(script, verbose: args.Contains("--verbose"));
-        var line = CommandLine.Parse(args, allowExtraArgs);
+        var line = CommandLine.Parse(args, allowExtraArgs, shardable);
         if (line.Help)
         {
-            Console.Write(CommandLine.HelpText(script, purpose, settings));
+            Console.Write(CommandLine.HelpText(script, purpose, settings, shardable));
             Environment.Exit(0);
         }
+        if (line.Smoke && (line.Shard is not null || line.Merge) && line.OutDir is null)
+            throw new UsageException($"{(line.Merge ? "--merge" : "--shard")} with --smoke needs --out DIR (a smoke run otherwise writes to a new " +
+                                     "temporary folder, where the other shards and the merge cannot find it)");
         NativeMemory.Tune();
         var outDir = line.OutDir ?? (line.Smoke
             ? Path.Combine(Directory.CreateTempSubdirectory("carso-smoke-").FullName, script)
@@ -94,8 +105,10 @@ public sealed record ScriptRun(
         {
             Progress = Progress.ForConsole(),
             Verbose = line.Verbose,
+            Shard = line.Shard,
+            Merge = line.Merge,
         };
-        Console.WriteLine($"{script}{(line.Smoke ? " (smoke mode)" : "")} | {Devices.Describe(picked)}");
+        Console.WriteLine($"{script}{(line.Smoke ? " (smoke mode)" : "")}{(line.Shard is { } s ? $" | shard {s}" : line.Merge ? " | merge" : "")} | {Devices.Describe(picked)}");
         Console.WriteLine($"output: {run.OutputDir}");
         return run;
     }

@@ -11,7 +11,7 @@ public class ProtocolEvaluationTests
 {
     /// <summary>A fixed random MLP on 1x6x6 images and data labelled by its own predictions (clean accuracy 100%),
     /// except the last 5 points, which get a wrong label.</summary>
-    static (Func<Tensor, Tensor> Model, Dataset Data) Setup(int n = 60)
+    internal static (Func<Tensor, Tensor> Model, Dataset Data) Setup(int n = 60)
     {
         var g = new Generator(21);
         var w1 = randn(36, 24, generator: g) * 0.5;
@@ -31,7 +31,7 @@ public class ProtocolEvaluationTests
     static Protocol TwoAttacks(double eps = 0.05) => Protocol.Of("test", Threat.Linf(eps), _ => [Fgsm(eps), Pgd(eps)]);
 
     /// <summary>A stochastic model: the MLP on inputs with noise drawn from the batch's generator.</summary>
-    static StochasticModel Noisy(Func<Tensor, Tensor> model) => (x, g) => model(x + 0.02 * randn(x.shape, generator: g));
+    internal static StochasticModel Noisy(Func<Tensor, Tensor> model) => (x, g) => model(x + 0.02 * randn(x.shape, generator: g));
 
     [Fact]
     public void RobustAccuracyIsThePerPointWorstCaseAndStagesOnlyFall()
