@@ -9,10 +9,11 @@ using static TorchSharp.torch;
 namespace Carso.Evaluation;
 
 /// <summary>How to run a protocol: the seed every generator is derived from, points per block, the device, where the
-/// resumable state lives (null: not resumable), where log lines go, the progress display (a bar per attack), and the
-/// shard to evaluate (null: every point).</summary>
+/// resumable state lives (null: not resumable), where log lines go, the progress display (a bar per attack), the
+/// shard to evaluate (null: every point), and the identity of the run (settings, inputs, code; part of every saved
+/// state's fingerprint, so a re-run with other attack budgets or another model never resumes a state it did not make).</summary>
 public sealed record EvaluationOptions(long Seed = 0, int BatchSize = 100, Device? Device = null, string? StateDir = null,
-    Action<string>? Log = null, Progress? Progress = null, Shard? Shard = null)
+    Action<string>? Log = null, Progress? Progress = null, Shard? Shard = null, string? Identity = null)
 {
     /// <summary>The points [Start, End) of n this run evaluates: all of them, or the shard's whole blocks.</summary>
     public (int Start, int End) PointRange(int n, string what = "the evaluation") =>
@@ -146,7 +147,8 @@ public static class ProtocolEvaluation
         var n = (int)data.Count;
         var names = family.AttackNames;
         var fingerprint = $"{protocol.Name}|{family.Name}|{string.Join(",", names)}|{protocol.Threat}|{data.Name}|n={n}|seed={options.Seed}|block={options.BatchSize}" +
-                          (options.Shard is null ? "" : $"|shard={options.Shard}|firstBlock={firstBlock}");
+                          (options.Shard is null ? "" : $"|shard={options.Shard}|firstBlock={firstBlock}") +
+                          (options.Identity is null ? "" : $"|run={options.Identity}");
         var stateFile = options.StateDir is null ? null : System.IO.Path.Combine(options.StateDir, family.Name + ".json");
         var images = data.Images.clone();
         var saved = stateFile is null ? null : EvaluationStateFiles.Load<FamilyState>(stateFile, fingerprint, s => s.Fingerprint, images);

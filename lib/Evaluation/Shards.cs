@@ -11,14 +11,16 @@ namespace Carso.Evaluation;
 
 /// <summary>What every shard of one evaluation must share, and the merge checks: the script, the seed, its settings and
 /// the files it evaluates (SHA-256 of each, e.g. the model checkpoints and the transfer set), and the code's commit.</summary>
-public sealed record ShardIdentity(string Script, long Seed, string Settings, string Inputs, string Commit)
+public sealed record ShardIdentity(string Script, long Seed, string Settings, string Inputs, string Code)
 {
     /// <summary>The identity of a run of <paramref name="script"/> with these settings (hashed as the run record writes them),
-    /// seed and input files (paths as given; their contents hashed).</summary>
+    /// seed, input files (paths as given; their contents hashed) and code (<see cref="Versions.CodeHash"/>: the library and
+    /// the script's source, so a commit that only adds results or saved state, e.g. between two sessions of a long
+    /// evaluation, does not separate the shards, while any change of code, committed or not, does).</summary>
     public static ShardIdentity Of(string script, object settings, long seed, IEnumerable<string> inputFiles) =>
         new(script, seed, Sha256(RunRecord.ToJson(settings)?.ToJsonString() ?? ""),
             Sha256(string.Join("\n", inputFiles.Select(f => $"{Path.GetFileName(f)} {FileSha256(f)}"))),
-            Versions.GitCommit() ?? "unknown");
+            Versions.CodeHash(script) ?? "unknown");
 
     /// <summary>The fields in which <paramref name="other"/> differs from this identity, as "seed 1 (here 0)".</summary>
     public IReadOnlyList<string> Differences(ShardIdentity other) => new[]
@@ -27,7 +29,7 @@ public sealed record ShardIdentity(string Script, long Seed, string Settings, st
         other.Seed != Seed ? $"seed {other.Seed} (here {Seed})" : null,
         other.Settings != Settings ? "other settings (settings hash differs)" : null,
         other.Inputs != Inputs ? "another model or other input files (input files' hash differs)" : null,
-        other.Commit != Commit ? $"commit {other.Commit} (here {Commit})" : null,
+        other.Code != Code ? "other code (the hash of lib/ and the script differs)" : null,
     }.OfType<string>().ToArray();
 
     static string Sha256(string text) => Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(text)));

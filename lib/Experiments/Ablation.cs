@@ -94,8 +94,8 @@ public static class Ablation
         budget = budget.Validated() with { Seed = seed };
         var description = budget.Describe();
         Console.WriteLine($"{title}: {description}");
-        // Sharded runs resume from their state (one folder per variant); unsharded ones start afresh, as always.
-        var options = new EvaluationOptions(seed, budget.BatchSize, run.Device, run.Shard is null ? null : run.Output("attacks"),
+        // Resumable from the attack state (one folder per variant; guarded by the run's identity: settings, inputs, code).
+        var options = new EvaluationOptions(seed, budget.BatchSize, run.Device, run.Output("attacks"),
             Log: line => run.Log("  " + line), Progress: run.Progress);
         string[] inputs = [Committed.ClassifierPath, Committed.PurifierPath, .. budget.Transfer ? [Committed.TransferSetPath] : Array.Empty<string>()];
         var parts = Sharding.Parts(run, settings, seed, inputs, options, o => Evaluate(run, budget, variants, o));

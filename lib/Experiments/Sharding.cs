@@ -21,8 +21,9 @@ public static class Sharding
     public static IReadOnlyList<ShardPart>? Parts(ScriptRun run, object settings, long seed, IEnumerable<string> inputFiles,
         EvaluationOptions options, Func<EvaluationOptions, IReadOnlyList<ShardPart>> evaluate, bool keepImages = false)
     {
-        if (run.Shard is null && !run.Merge) return evaluate(options);
         var identity = ShardIdentity.Of(run.Script, settings, seed, inputFiles.Select(Committed.PathOf));
+        options = options with { Identity = $"{identity.Settings}|{identity.Inputs}|{identity.Code}" };
+        if (run.Shard is null && !run.Merge) return evaluate(options);
         if (run.Merge)
         {
             var parts = Shards.MergeFolder(run.OutputDir, identity, keepImages);

@@ -24,6 +24,33 @@ public static class Versions
         ["processor"] = RuntimeInformation.ProcessArchitecture.ToString(),
     };
 
+    /// <summary>
+    /// "sha256:..." over the code a script runs: every .cs, .csproj and .props file under lib/ (not bin/, obj/), the
+    /// repository's Directory.Build.props and scripts/&lt;script&gt;.cs — names and contents, in ordinal path order. Null
+    /// outside a clone. Unlike the commit, it ignores commits of data (results, saved state) and sees uncommitted edits.
+    /// </summary>
+    public static string? CodeHash(string script)
+    {
+        var root = Paths.RepoRoot();
+        if (root is null) return null;
+        var lib = Path.Combine(root, "lib");
+        var files = Directory.EnumerateFiles(lib, "*", SearchOption.AllDirectories)
+            .Where(f => f.EndsWith(".cs") || f.EndsWith(".csproj") || f.EndsWith(".props"))
+            .Where(f => !Path.GetRelativePath(lib, f).Split(Path.DirectorySeparatorChar).Any(d => d is "bin" or "obj"))
+            .Append(Path.Combine(root, "Directory.Build.props"))
+            .Append(Path.Combine(root, "scripts", script + ".cs"))
+            .Where(File.Exists)
+            .Select(f => Path.GetRelativePath(root, f).Replace('\\', '/'))
+            .Distinct().Order(StringComparer.Ordinal);
+        using var hash = System.Security.Cryptography.IncrementalHash.CreateHash(System.Security.Cryptography.HashAlgorithmName.SHA256);
+        foreach (var file in files)
+        {
+            hash.AppendData(System.Text.Encoding.UTF8.GetBytes(file + "\n"));
+            hash.AppendData(File.ReadAllBytes(Path.Combine(root, file)));
+        }
+        return "sha256:" + Convert.ToHexStringLower(hash.GetHashAndReset());
+    }
+
     /// <summary>The repository's HEAD commit, read from .git without running git (null outside a clone).</summary>
     public static string? GitCommit()
     {

@@ -149,9 +149,9 @@ public class ShardsTests
         var seed = Fresh("seed", k => k == 1 ? Identity(seed: 5) : Identity());
         Assert.Contains("shard 1/2 (", Refusal(seed));
         Assert.Contains("is from another run: seed 5 (here 4)", Refusal(seed));
-        var commit = Fresh("commit", k => k == 0 ? Identity() with { Commit = "0123abc" } : Identity());
-        Assert.Contains("shard 0/2", Refusal(commit));
-        Assert.Contains("commit 0123abc", Refusal(commit));
+        var code = Fresh("code", k => k == 0 ? Identity() with { Code = "sha256:0123abc" } : Identity());
+        Assert.Contains("shard 0/2", Refusal(code));
+        Assert.Contains("other code", Refusal(code));
         var model2 = Fresh("model", k => k == 0 ? Identity() with { Inputs = "other" } : Identity());
         Assert.Contains("another model or other input files", Refusal(model2));
         var protocol = Fresh("protocol", evaluate: s => Evaluate(s, s.Index == 0 ? "test" : "other"));
