@@ -1,3 +1,4 @@
+using Carso.Attacks;
 using Carso.Models;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -127,8 +128,15 @@ public sealed class CarsoModel
     }
 
     /// <summary>The defence as evaluations take it: (x [B, C, H, W], generator) -> outputs [B, K], its latents drawn
-    /// from the generator; <c>AsModel().Bind(generator)</c> is the function attacks take.</summary>
-    public StochasticModel AsModel() => (x, generator) => Forward(x, generator: generator);
+    /// from the generator; <c>AsModel().Bind(generator)</c> is the function attacks take.
+    /// When Differentiable, the model brings its own EOT gradient (<see cref="EotGradient"/>), which the attacks' EOT loops use.</summary>
+    public StochasticModel AsModel()
+    {
+        StochasticModel model = (x, generator) => Forward(x, generator: generator);
+        return Settings.Differentiable
+            ? model.WithEotGradient(generator => (x, loss, eotIter, onLogits) => EotGradient(x, loss, eotIter, generator, onLogits))
+            : model;
+    }
 
     /// <summary>
     /// Latents for a batch of <paramref name="batch"/> points: [batch * N, LatentSize], rows b * N .. b * N + N - 1
@@ -158,35 +166,84 @@ public sealed class CarsoModel
         using var scope = NewDisposeScope();
         using var gradMode = Settings.Differentiable ? null : no_grad();
         var latents = z ?? Latents(b, generator, x.device);                        // drawn for the whole batch at once
-        var chunk = Math.Max(1, Settings.MaxReconstructions / n);                  // points per pass
-        if (b <= chunk) return Reconstruct(x, latents, n).MoveToOuterDisposeScope();
-        var parts = new List<Tensor>();
-        for (long start = 0; start < b; start += chunk)
-        {
-            var size = Math.Min(chunk, b - start);
-            parts.Add(Reconstruct(x.narrow(0, start, size), latents.narrow(0, start * n, size * n), n));
-        }
-        return cat(parts, 0).MoveToOuterDisposeScope();
+        var parts = Chunks(b).Select(p => LogitsFrom(Conditioning(x.narrow(0, p.Start, p.Size)), latents.narrow(0, p.Start * n, p.Size * n))).ToArray();
+        return (parts.Length == 1 ? parts[0] : cat(parts, 0)).MoveToOuterDisposeScope();
     }
 
-    /// <summary>One pass: x [b, C, H, W], latents [b * N, LatentSize] -> logits [b, K, N] (float32 in every precision).</summary>
-    Tensor Reconstruct(Tensor x, Tensor latents, long n)
+    /// <summary>The passes of a batch of b points: (first point, points) of at most MaxReconstructions / N points each.</summary>
+    IEnumerable<(long Start, long Size)> Chunks(long b)
     {
-        var reconstructions = Decode(x, latents, n);                               // [b * N, C, H, W]
+        var chunk = Math.Max(1, Settings.MaxReconstructions / Settings.Samples);  // points per pass
+        for (long start = 0; start < b; start += chunk) yield return (start, Math.Min(chunk, b - start));
+    }
+
+    /// <summary>The conditioning vectors of x [b, C, H, W]: the classifier's representation (one float32 forward pass),
+    /// compressed by the purifier: [b, Cond].</summary>
+    Tensor Conditioning(Tensor x) => Purifier.Condition(Representation.Capture(Classifier, LayerNames, x).Layers);
+
+    /// <summary>One pass from the conditioning: c [b, Cond], latents [b * N, LatentSize] -> logits [b, K, N] (float32 in every
+    /// precision).</summary>
+    Tensor LogitsFrom(Tensor c, Tensor latents)
+    {
+        var (b, n) = (c.shape[0], (long)Settings.Samples);
+        var reconstructions = DecodeFrom(c, latents);                               // [b * N, C, H, W]
         var logits = Settings.Precision == CarsoPrecision.Float32
             ? Classifier.call(reconstructions)
             : BFloat16!.Classifier.call(reconstructions.to(ScalarType.BFloat16)).to(ScalarType.Float32);   // [b * N, K]
-        return logits.view(x.shape[0], n, -1).transpose(1, 2);                     // [b, K, N]
+        return logits.view(b, n, -1).transpose(1, 2);                              // [b, K, N]
     }
 
-    /// <summary>The purifier's reconstructions of x [b, C, H, W] from latents [b * N, LatentSize]: [b * N, C, H, W]
-    /// (bfloat16 when Precision is BFloat16). The representation and the conditioning are computed once per point.</summary>
-    Tensor Decode(Tensor x, Tensor latents, long n)
+    /// <summary>Reconstructions [b * N, C, H, W] from c [b, Cond] and latents [b * N, LatentSize] (bfloat16 when Precision is
+    /// BFloat16).</summary>
+    Tensor DecodeFrom(Tensor c, Tensor latents) => Settings.Precision != CarsoPrecision.BFloat16
+        ? Purifier.DecodeSamples(latents.to(c.dtype, c.device), c, Settings.Samples)
+        : BFloat16!.Purifier.DecodeSamples(latents.to(ScalarType.BFloat16, c.device), c.to(ScalarType.BFloat16), Settings.Samples);
+
+    /// <summary>
+    /// The EOT gradient of the defence at x [B, C, H, W] (Differentiable only): what an attack's loop of
+    /// <paramref name="eotIter"/> passes of <see cref="Forward"/> gives, the mean input gradient of sum_b loss(output)_b,
+    /// the mean loss [B] and mean output [B, K], with the same latents (each pass draws [B * N, LatentSize] from
+    /// <paramref name="generator"/> in turn, as the loop's passes do) and the same values to float rounding, for less
+    /// work: the classifier's representation of x and the conditioning (the same in every pass) are computed once, each
+    /// pass differentiates only down to the conditioning, and one backward pass takes the summed conditioning gradient
+    /// to the input. loss: output [B, K] -> [B]; onLogits sees each pass's output.
+    /// </summary>
+    public EotEstimate EotGradient(Tensor x, Func<Tensor, Tensor> loss, int eotIter, Generator? generator = null, Action<Tensor>? onLogits = null)
     {
-        var (_, layers) = Representation.Capture(Classifier, LayerNames, x);
-        var c = Purifier.Condition(layers);                                        // [b, Cond]
-        if (Settings.Precision != CarsoPrecision.BFloat16) return Purifier.DecodeSamples(latents.to(c.dtype, c.device), c, n);
-        return BFloat16!.Purifier.DecodeSamples(latents.to(ScalarType.BFloat16, c.device), c.to(ScalarType.BFloat16), n);
+        if (eotIter < 1) throw new ArgumentOutOfRangeException(nameof(eotIter), eotIter, $"EOT iterations must be >= 1, got {eotIter}");
+        if (!Settings.Differentiable)
+            throw new InvalidOperationException("CarsoModel.EotGradient differentiates the defence: use settings with Differentiable = true");
+        using var scope = NewDisposeScope();
+        var (b, n) = (x.shape[0], (long)Settings.Samples);
+        var input = x.detach().requires_grad_(true);
+        using var enabled = enable_grad();
+        var chunks = Chunks(b).ToArray();
+        var parts = chunks.Select(p => Conditioning(input.narrow(0, p.Start, p.Size))).ToArray();
+        var c = parts.Length == 1 ? parts[0] : cat(parts, 0);                      // [B, Cond], with its graph to the input
+        var shared = c.detach().requires_grad_(true);
+        var cGradSum = zeros_like(c);
+        Tensor? lossSum = null, outputSum = null;
+        for (var pass = 0; pass < eotIter; pass++)
+        {
+            using var passScope = NewDisposeScope();
+            var latents = Latents(b, generator, x.device);
+            var logits = chunks.Select(p => LogitsFrom(shared.narrow(0, p.Start, p.Size), latents.narrow(0, p.Start * n, p.Size * n))).ToArray();
+            var output = Aggregation.Aggregate(Settings.Aggregation, logits.Length == 1 ? logits[0] : cat(logits, 0));
+            onLogits?.Invoke(output);
+            var losses = loss(output);
+            var grad = autograd.grad([losses.sum()], [shared])[0];
+            using (no_grad())
+            {
+                cGradSum.add_(grad);
+                if (lossSum is null) lossSum = losses.detach().clone().MoveToOuterDisposeScope();
+                else lossSum.add_(losses.detach());
+                if (outputSum is null) outputSum = output.detach().clone().MoveToOuterDisposeScope();
+                else outputSum.add_(output.detach());
+            }
+        }
+        var gradSum = autograd.grad([c], [input], [cGradSum])[0];
+        return new EotEstimate((gradSum / eotIter).MoveToOuterDisposeScope(), (lossSum! / eotIter).MoveToOuterDisposeScope(),
+            (outputSum! / eotIter).MoveToOuterDisposeScope());
     }
 
     /// <summary>The N reconstructions the defence classifies, for galleries: x [B, C, H, W] -> [B, N, C, H, W] (no gradient),
@@ -196,7 +253,7 @@ public sealed class CarsoModel
         using var scope = NewDisposeScope();
         using var noGrad = no_grad();
         var n = (long)Settings.Samples;
-        var decoded = Decode(x, Latents(x.shape[0], generator, x.device), n).to(x.dtype);
+        var decoded = DecodeFrom(Conditioning(x), Latents(x.shape[0], generator, x.device)).to(x.dtype);
         return decoded.view([x.shape[0], n, .. decoded.shape[1..]]).MoveToOuterDisposeScope();
     }
 

@@ -215,6 +215,37 @@ public class CarsoModelTests
         return stack(points, 0);
     }
 
+    /// <summary>
+    /// CARSO's own EOT gradient (one representation pass shared by the EOT passes) gives what the attacks' plain loop of
+    /// passes gives with the same generator seed: the same latents, the gradient to 1e-5 of its largest entry, the same
+    /// mean loss and outputs; in chunks too. The bound differentiable model carries it; the non-differentiable one does not.
+    /// </summary>
+    [Fact]
+    public void TheSharedEotGradientEqualsTheLoopOfPasses()
+    {
+        using var scope = NewDisposeScope();
+        var model = Build(new CarsoSettings(Samples: 4, Differentiable: true, MaxReconstructions: 8));   // 2 points per pass
+        var x = rand(3, 1, 28, 28, generator: new Generator(17));
+        var y = tensor(new long[] { 2, 5, 8 });
+        var loopGenerator = new Generator(18);
+        var loop = Apgd.EotGradient(xx => model.Forward(xx, generator: loopGenerator), x, y, Losses.CrossEntropy, 3);
+        var sharedGenerator = new Generator(18);
+        var bound = model.AsModel().Bind(sharedGenerator);
+        Assert.NotNull(EotModels.EotGradientOf(bound));
+        Assert.Null(EotModels.EotGradientOf(model.With(model.Settings with { Differentiable = false }).AsModel().Bind(new Generator(18))));
+        var shared = Apgd.EotGradient(bound, x, y, Losses.CrossEntropy, 3);
+        var relative = ((shared.Gradient - loop.Gradient).abs().max() / loop.Gradient.abs().max()).item<float>();
+        Assert.True(relative <= 1e-5, $"shared vs looped EOT gradient: max difference {relative:E2} of the largest entry");
+        Assert.True(shared.Loss.allclose(loop.Loss, rtol: 1e-5, atol: 1e-6) && shared.Logits.allclose(loop.Logits, rtol: 1e-5, atol: 1e-6));
+        // PGD's EOT loop takes it too, and the generators moved alike: the next draws are equal.
+        var pgdLoopGenerator = new Generator(19);
+        var pgdShared = model.AsModel().Bind(new Generator(19));
+        var pgdLoop = Pgd.EotGradient(xx => model.Forward(xx, generator: pgdLoopGenerator), x, l => Losses.CrossEntropy(l, y), 2);
+        var pgdOwn = Pgd.EotGradient(pgdShared, x, l => Losses.CrossEntropy(l, y), 2);
+        Assert.True(((pgdOwn - pgdLoop).abs().max() / pgdLoop.abs().max()).item<float>() <= 1e-5);
+        Assert.True(model.Latents(3, loopGenerator).eq(model.Latents(3, sharedGenerator)).all().item<bool>());
+    }
+
     /// <summary>bfloat16 is opt-in and needs copies; with them the outputs stay close to float32's and the float32 networks
     /// are untouched.</summary>
     [Fact]
