@@ -19,7 +19,8 @@ for (var i = 0; i < run.ExtraArgs.Count; i++)
         "--rounds" => settings with { Rounds = int.Parse(Value()) },
         "--batch" => settings with { Batch = int.Parse(Value()) },
         "--breakdown" => settings with { Breakdown = true },
-        var o => throw new UsageException($"unknown option '{o}'; the options are {CommandLine.OptionsLine} | --variants a,b | --rounds N | --batch N | --breakdown"),
+        "--eot" => settings with { Eot = int.Parse(Value()) },
+        var o => throw new UsageException($"unknown option '{o}'; the options are {CommandLine.OptionsLine} | --variants a,b | --rounds N | --batch N | --eot E | --breakdown"),
     };
 }
 if (run.Smoke) settings = settings with { Batch = 8, Rounds = 1, Variants = ["baseline", "chunk16"] };
@@ -35,21 +36,25 @@ var (x, y) = (points.Images.to(run.Device), points.Labels.to(run.Device));
 using var generator = Seeds.Generator(seed, "bench-carso-grad/latents", run.Device);
 
 var all = Candidates.All(carso, low, settings.Samples);
-var chosen = settings.Variants.Select(name => all.TryGetValue(name, out var f) ? (name, f)
+var chosen = settings.Variants.Select(name => all.TryGetValue(name, out var f) || name.StartsWith("shared") ? (name, f)
     : throw new ArgumentException($"unknown variant {name}; known: {string.Join(", ", all.Keys)}")).ToArray();
 
 if (settings.Breakdown) Candidates.Breakdown(carso, low, x, settings.Rounds);
 
-// ---- numerics: each variant's gradient against the baseline's, same latents ----
-var z = carso.Latents(settings.Batch, Seeds.Generator(seed, "bench-carso-grad/check", run.Device));
-Tensor Gradient(Candidates.Pipeline f, Tensor zz) =>
-    Pgd.InputGradient(xx => Aggregation.Aggregate(AggregationKind.ExpShare, f(xx, zz)), x, y);
-var reference = Gradient(all["baseline"], z);
+// ---- the operation: the EOT gradient (EOT passes of forward + backward) at x, latents from the generator ----
+// Pipeline variants run the attacks' plain loop of passes; "shared*" variants are the library's CARSO as attacks get it
+// (AsModel().Bind), whose own EOT gradient shares the representation pass (at EOT 1 the same as "lib").
+Tensor Op(string name, Candidates.Pipeline? f, Generator g) => name.StartsWith("shared")
+    ? Apgd.EotGradient(carso.With(carso.Settings with { Precision = Candidates.PrecisionOf(name) }).AsModel().Bind(g), x, y, Losses.CrossEntropy, settings.Eot).Gradient
+    : Apgd.EotGradient(xx => Aggregation.Aggregate(AggregationKind.ExpShare, f!(xx, carso.Latents(xx.shape[0], g, xx.device))), x, y, Losses.CrossEntropy, settings.Eot).Gradient;
+
+// ---- numerics: each variant's gradient against the baseline's, same latents (same generator seed) ----
+var reference = Op("baseline", all["baseline"], Seeds.Generator(seed, "bench-carso-grad/check", run.Device));
 var checks = new Dictionary<string, double>();
 foreach (var (name, f) in chosen)
 {
     using var scope = NewDisposeScope();
-    var g = Gradient(f, z);
+    var g = Op(name, f, Seeds.Generator(seed, "bench-carso-grad/check", run.Device));
     var rel = ((g - reference).abs().max() / reference.abs().max()).item<float>();
     checks[name] = rel;
     Console.WriteLine($"{name,-28} max |grad - baseline| / max |baseline| = {rel:E2}");
@@ -58,18 +63,19 @@ foreach (var (name, f) in chosen)
 // ---- timing: rounds of every variant, order alternating ----
 // Wall and CPU seconds of one call (CPU: this process's user + system time, the measure that contention from other
 // processes on the same core does not inflate, though they still share its caches).
-(double Wall, double Cpu) TimeOnce(Candidates.Pipeline f)
+(double Wall, double Cpu) TimeOnce(string name, Candidates.Pipeline? f)
 {
     using var scope = NewDisposeScope();
     var process = Process.GetCurrentProcess();
     var cpu0 = process.TotalProcessorTime;
     var clock = Stopwatch.StartNew();
-    Pgd.InputGradient(xx => Aggregation.Aggregate(AggregationKind.ExpShare, f(xx, carso.Latents(xx.shape[0], generator, xx.device))), x, y);
+    Op(name, f, generator);
     var wall = clock.Elapsed.TotalSeconds;
     process.Refresh();
     return (wall, (process.TotalProcessorTime - cpu0).TotalSeconds);
 }
-foreach (var (_, f) in chosen) TimeOnce(f);  // warm-up
+foreach (var (name, f) in chosen) TimeOnce(name, f);  // warm-up
+var images = settings.Batch * settings.Eot;   // forward + backward image passes per call (per EOT pass: the batch)
 var seconds = chosen.ToDictionary(c => c.name, _ => new List<double>());
 var cpuSeconds = chosen.ToDictionary(c => c.name, _ => new List<double>());
 for (var r = 0; r < settings.Rounds; r++)
@@ -77,11 +83,11 @@ for (var r = 0; r < settings.Rounds; r++)
     var order = r % 2 == 0 ? chosen : chosen.Reverse().ToArray();
     foreach (var (name, f) in order)
     {
-        var (wall, cpu) = TimeOnce(f);
+        var (wall, cpu) = TimeOnce(name, f);
         seconds[name].Add(wall);
         cpuSeconds[name].Add(cpu);
     }
-    Console.WriteLine($"round {r + 1} (wall/cpu img/s): " + string.Join(", ", chosen.Select(c => $"{c.name} {settings.Batch / seconds[c.name][^1]:F0}/{settings.Batch / cpuSeconds[c.name][^1]:F0}")));
+    Console.WriteLine($"round {r + 1} (wall/cpu img/s): " + string.Join(", ", chosen.Select(c => $"{c.name} {images / seconds[c.name][^1]:F0}/{images / cpuSeconds[c.name][^1]:F0}")));
 }
 static double Median(IEnumerable<double> v) { var s = v.Order().ToArray(); return s.Length % 2 == 1 ? s[s.Length / 2] : (s[s.Length / 2 - 1] + s[s.Length / 2]) / 2; }
 object Summary(Dictionary<string, List<double>> times, string what)
@@ -90,7 +96,7 @@ object Summary(Dictionary<string, List<double>> times, string what)
     Console.WriteLine($"\n{what}: images/s (median, min-max over {settings.Rounds} rounds) and ratio to {chosen[0].name} (median of per-round ratios, min-max)");
     return chosen.Select(c =>
     {
-        var rates = times[c.name].Select(s => settings.Batch / s).ToArray();
+        var rates = times[c.name].Select(s => images / s).ToArray();
         var ratios = times[c.name].Select((s, i) => baseSeconds[i] / s).ToArray();
         Console.WriteLine($"{c.name,-28} {Median(rates),7:F0} ({rates.Min():F0}-{rates.Max():F0})   x{Median(ratios):F2} ({ratios.Min():F2}-{ratios.Max():F2})   grad rel diff {checks[c.name]:E1}");
         return new { name = c.name, imagesPerSecondMedian = Median(rates), min = rates.Min(), max = rates.Max(), ratioMedian = Median(ratios),
@@ -105,6 +111,8 @@ record Settings
     public int Batch { get; init; } = 128;
     public int Samples { get; init; } = 8;
     public int Rounds { get; init; } = 7;
+    /// <summary>EOT passes per call (1: one forward + backward); images/s counts Batch x Eot images per call.</summary>
+    public int Eot { get; init; } = 1;
     public string[] Variants { get; init; } = ["baseline", "chunk64", "chunk32", "chunk16", "split", "channels-last", "bf16-recon", "bf16-all"];
     public long Seed { get; init; } = 0;
     /// <summary>Also time the stages of the baseline pass alone (CPU time, forward and forward + backward).</summary>
@@ -115,6 +123,9 @@ static class Candidates
 {
     /// <summary>x [B, C, H, W], latents [B * N, L] -> sample logits [B, K, N].</summary>
     public delegate Tensor Pipeline(Tensor x, Tensor latents);
+
+    public static CarsoPrecision PrecisionOf(string name) =>
+        name.EndsWith("bf16-classifier") ? CarsoPrecision.BFloat16Classifier : name.EndsWith("bf16") ? CarsoPrecision.BFloat16 : CarsoPrecision.Float32;
 
     public sealed record Options(int PointsPerPass = 128, bool Split = false, bool DecodeCl = false, bool ClassifyCl = false,
         bool Bf16Decode = false, bool Bf16Classify = false, bool Bf16Repr = false);
