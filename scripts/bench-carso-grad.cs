@@ -4,8 +4,12 @@
 // (summed CE through the aggregation) on the committed classifier and purifier, N = 8, batch 128, for several
 // implementations of the pipeline, timed INTERLEAVED in one process (round by round, the order alternating), so a
 // busy machine slows every variant alike. "baseline" is a verbatim copy of CarsoModel's pass at commit 1ec876c.
-// Every variant's gradient is compared with the baseline's for the same latents first.
-//   OMP_NUM_THREADS=1 taskset -c 1 dotnet run scripts/bench-carso-grad.cs -- --out /tmp/bench-carso-grad
+// Every variant's gradient is compared with the baseline's for the same latents first. With --eot E each call is the EOT
+// gradient of E passes (the attacks' loop, or CARSO's own shared one: the "shared*" variants).
+// --attack-check: also the robust accuracy of one fixed end-to-end attack (APGD-CE with EOT) on CARSO in each
+// CarsoPrecision, on the same points with the same randomness (random starts and latents from the same per-block
+// generators); each adversarial set judged by the float32 defence and by the attacked one.
+//   OMP_NUM_THREADS=1 taskset -c 1 dotnet run scripts/bench-carso-grad.cs -- --out /tmp/bench-carso-grad [--eot 20] [--attack-check]
 using System.Diagnostics;
 
 var settings = new Settings();
@@ -20,10 +24,13 @@ for (var i = 0; i < run.ExtraArgs.Count; i++)
         "--batch" => settings with { Batch = int.Parse(Value()) },
         "--breakdown" => settings with { Breakdown = true },
         "--eot" => settings with { Eot = int.Parse(Value()) },
-        var o => throw new UsageException($"unknown option '{o}'; the options are {CommandLine.OptionsLine} | --variants a,b | --rounds N | --batch N | --eot E | --breakdown"),
+        "--attack-check" => settings with { AttackCheck = true },
+        var o => throw new UsageException($"unknown option '{o}'; the options are {CommandLine.OptionsLine} | --variants a,b | --rounds N | --batch N | --eot E | --breakdown | --attack-check"),
     };
 }
-if (run.Smoke) settings = settings with { Batch = 8, Rounds = 1, Variants = ["baseline", "chunk16"] };
+if (run.Smoke)
+    settings = settings with { Batch = 8, Rounds = 1, Variants = ["baseline", "lib", "shared-bf16"], Eot = 2, AttackCheck = true, AttackPoints = 4,
+        AttackBatch = 2, AttackIterations = 2, AttackEot = 2 };
 var seed = run.SeedOverride ?? settings.Seed;
 Console.WriteLine($"threads {get_num_threads()}, load average {File.ReadAllText("/proc/loadavg").Trim()}");
 
@@ -104,7 +111,10 @@ object Summary(Dictionary<string, List<double>> times, string what)
     }).ToArray();
 }
 var rows = new { wall = Summary(seconds, "wall clock"), cpu = Summary(cpuSeconds, "CPU time of this process") };
-run.Finish(settings, seed, new { threads = get_num_threads(), loadAverageAtEnd = File.ReadAllText("/proc/loadavg").Trim(), variants = rows });
+var attackCheck = settings.AttackCheck ? Check.Precisions(carso, settings, seed, run.Device) : null;
+var record = run.Finish(settings, seed, new { threads = get_num_threads(), loadAverageAtEnd = File.ReadAllText("/proc/loadavg").Trim(), eot = settings.Eot,
+    imagesPerCall = images, variants = rows, attackCheck });
+foreach (var (name, figure) in CarsoSpeedReport.Figures(record)) run.SaveFigure(figure, name);
 
 record Settings
 {
@@ -115,6 +125,15 @@ record Settings
     public int Eot { get; init; } = 1;
     public string[] Variants { get; init; } = ["baseline", "chunk64", "chunk32", "chunk16", "split", "channels-last", "bf16-recon", "bf16-all"];
     public long Seed { get; init; } = 0;
+    /// <summary>Also run the attack check (--attack-check): APGD-CE, AttackIterations iterations, EOT AttackEot, on the first
+    /// AttackPoints test points in blocks of AttackBatch, eps Eps, against CARSO in each of Precisions.</summary>
+    public bool AttackCheck { get; init; } = false;
+    public long AttackPoints { get; init; } = 200;
+    public long AttackBatch { get; init; } = 100;
+    public int AttackIterations { get; init; } = 20;
+    public int AttackEot { get; init; } = 4;
+    public double Eps { get; init; } = 0.1;
+    public CarsoPrecision[] Precisions { get; init; } = [CarsoPrecision.Float32, CarsoPrecision.BFloat16Classifier, CarsoPrecision.BFloat16];
     /// <summary>Also time the stages of the baseline pass alone (CPU time, forward and forward + backward).</summary>
     public bool Breakdown { get; init; } = false;
 }
@@ -325,5 +344,57 @@ static class Candidates
         var channels = p.Settings.DecoderChannels;
         var side = (long)Math.Round(Math.Sqrt(linear.weight!.shape[0] / channels));
         return [channels, side, side];
+    }
+}
+
+static class Check
+{
+    public sealed record PrecisionResult(string Precision, double RobustAccuracyFloat32Judge, double RobustAccuracyOwnJudge,
+        int PointsFooledDifferentlyFromFloat32, double Seconds, bool[] FooledFloat32Judge);
+
+    public sealed record Result(string Attack, long Points, PrecisionResult[] Precisions);
+
+    /// <summary>The fixed attack against CARSO in each precision; each adversarial set judged by float32 and by itself.</summary>
+    public static Result Precisions(CarsoModel carso, Settings settings, long seed, Device device)
+    {
+        using var points = Committed.TestPoints(settings.AttackPoints);
+        var threat = Threat.Linf(settings.Eps);
+        var attack = new ApgdSettings(threat, NIter: settings.AttackIterations, EotIter: settings.AttackEot);
+        var name = $"APGD-CE {settings.AttackIterations} iterations, EOT {settings.AttackEot}, {threat}, N = {settings.Samples}, first {settings.AttackPoints} test points";
+        Console.WriteLine($"\nattack check: {name}");
+        var judge32 = carso.With(carso.Settings with { Differentiable = false, Precision = CarsoPrecision.Float32 }).AsModel();
+        var results = new List<PrecisionResult>();
+        foreach (var precision in settings.Precisions)
+        {
+            var attacked = carso.With(carso.Settings with { Differentiable = true, Precision = precision });
+            var judgeOwn = attacked.With(attacked.Settings with { Differentiable = false }).AsModel();
+            var clock = Stopwatch.StartNew();
+            var (fooled32, fooledOwn) = (new List<bool>(), new List<bool>());
+            for (var (start, block) = (0L, 0L); start < settings.AttackPoints; start += settings.AttackBatch, block++)
+            {
+                using var scope = NewDisposeScope();
+                var size = Math.Min(settings.AttackBatch, settings.AttackPoints - start);
+                var (x, y) = (points.Images.narrow(0, start, size).to(device), points.Labels.narrow(0, start, size).to(device));
+                using var attackGenerator = Seeds.Generator(seed, "bench-carso-grad/attack", device, block);
+                var xAdv = Apgd.Attack(attacked.AsModel().Bind(attackGenerator), x, y, attack, attackGenerator);
+                using var noGrad = no_grad();
+                bool[] Fooled(StochasticModel judge)
+                {
+                    using var judgeGenerator = Seeds.Generator(seed, "bench-carso-grad/judge", device, block);
+                    return judge(xAdv, judgeGenerator).argmax(1).ne(y).cpu().data<bool>().ToArray();
+                }
+                fooled32.AddRange(Fooled(judge32));
+                fooledOwn.AddRange(Fooled(judgeOwn));
+            }
+            var reference = results.FirstOrDefault(r => r.Precision == nameof(CarsoPrecision.Float32))?.FooledFloat32Judge;
+            var result = new PrecisionResult(precision.ToString(), fooled32.Count(f => !f) / (double)settings.AttackPoints,
+                fooledOwn.Count(f => !f) / (double)settings.AttackPoints, reference is null ? 0 : fooled32.Where((f, i) => f != reference[i]).Count(),
+                clock.Elapsed.TotalSeconds, fooled32.ToArray());
+            Console.WriteLine($"{precision,-20} robust accuracy judged by float32 {100 * result.RobustAccuracyFloat32Judge:F2}%, by itself " +
+                              $"{100 * result.RobustAccuracyOwnJudge:F2}%, {result.PointsFooledDifferentlyFromFloat32} points fooled differently from " +
+                              $"float32's attack, {result.Seconds:F0} s");
+            results.Add(result);
+        }
+        return new Result(name, settings.AttackPoints, results.ToArray());
     }
 }

@@ -1,3 +1,4 @@
+using System.Text.Json.Serialization;
 using Carso.Attacks;
 using Carso.Models;
 using TorchSharp;
@@ -23,14 +24,15 @@ namespace Carso.Defence;
 /// <param name="Precision">The arithmetic of the reconstructions: float32 (the default), or, opt-in, bfloat16 for their
 /// classification or for their decoding and classification (see <see cref="CarsoPrecision"/>). bfloat16 changes the
 /// numbers, hence attack results: the model needs bfloat16 copies of its networks (<see cref="CarsoModel.WithBFloat16"/>;
-/// Committed.Carso makes them).</param>
+/// Committed.Carso makes them). Left out of JSON (run records, training checkpoints) at its default, so settings saved before
+/// it existed still match.</param>
 public sealed record CarsoSettings(
     int Samples = 8,
     AggregationKind Aggregation = AggregationKind.ExpShare,
     bool Deterministic = false,
     bool Differentiable = false,
     int MaxReconstructions = 1024,
-    CarsoPrecision Precision = CarsoPrecision.Float32)
+    [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingDefault)] CarsoPrecision Precision = CarsoPrecision.Float32)
 {
     public CarsoSettings Validate() =>
         Samples < 1 ? throw new ArgumentException($"CarsoSettings.Samples must be >= 1, got {Samples}", nameof(Samples))

@@ -254,6 +254,9 @@ public class CarsoModelTests
         using var scope = NewDisposeScope();
         var model = Build(new CarsoSettings(Samples: 2, Differentiable: true));
         Assert.Throws<ArgumentException>(() => model.With(model.Settings with { Precision = CarsoPrecision.BFloat16 }));
+        // At its default the setting is not written, so records and checkpoints saved before it existed still match.
+        Assert.DoesNotContain("precision", RunRecord.ToJson(new CarsoSettings())!.ToJsonString(), StringComparison.OrdinalIgnoreCase);
+        Assert.Contains("\"BFloat16\"", RunRecord.ToJson(new CarsoSettings(Precision: CarsoPrecision.BFloat16))!.ToJsonString());
         var x = rand(2, 1, 28, 28, generator: new Generator(15));
         var z = model.Latents(2, new Generator(16));
         var float32 = model.Forward(x, z);
