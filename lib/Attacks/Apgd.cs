@@ -172,6 +172,7 @@ public static class Apgd
     public static EotEstimate EotGradient(Func<Tensor, Tensor> model, Tensor x, Tensor y, Func<Tensor, Tensor, Tensor> loss, int eotIter)
     {
         if (eotIter < 1) throw new ArgumentOutOfRangeException(nameof(eotIter), eotIter, $"EOT iterations must be >= 1, got {eotIter}");
+        if (EotModels.EotGradientOf(model) is { } own) return own(x, logits => loss(logits, y), eotIter, null);
         using var scope = NewDisposeScope();
         var input = x.detach().requires_grad_(true);
         var gradSum = zeros_like(x);

@@ -87,6 +87,12 @@ public static class Pgd
     public static Tensor EotGradient(Func<Tensor, Tensor> model, Tensor x, Func<Tensor, Tensor> loss, int eotIter = 1, AttackMonitor? monitor = null)
     {
         using var scope = NewDisposeScope();
+        if (EotModels.EotGradientOf(model) is { } own)
+        {
+            var estimate = own(x, loss, eotIter, monitor is null ? null : monitor.Logits);
+            monitor?.Gradients(estimate.Gradient);
+            return estimate.Gradient.MoveToOuterDisposeScope();
+        }
         var input = x.detach().requires_grad_(true);
         using var enabled = enable_grad();
         Tensor? sum = null;

@@ -247,6 +247,43 @@ public sealed class Purifier : Module<Tensor[], Tensor, (Tensor Reconstruction, 
         return output.call(decoder.call(h)).MoveToOuterDisposeScope();
     }
 
+    /// <summary>
+    /// Reconstructions of <paramref name="samples"/> latents per point: z [B * N, LatentSize] (rows b * N .. b * N + N - 1
+    /// for point b), c [B, ConditioningSize] (one per point) -> [B * N, C, H, W] (NCHW strides). The same function as
+    /// <c>Decode(z, c.repeat_interleave(N, 0))</c>, equal to float rounding, and cheaper, which matters because CARSO's
+    /// attacks decode N reconstructions per point in every pass: the conditioning's share of the first linear layer is
+    /// computed once per point instead of once per sample (W [z; c] + b = W_z z + (W_c c + b)), and the transposed
+    /// convolutions run on channels-last feature maps (oneDNN then skips its layout conversions; measured on this CPU:
+    /// CARSO's end-to-end gradient, N = 8, batch 128, 1.15x the images/s of the plain path, gradients equal within 3e-6
+    /// relative).
+    /// </summary>
+    public Tensor DecodeSamples(Tensor z, Tensor c, long samples)
+    {
+        if (z.dim() != 2 || z.shape[1] != Settings.LatentSize || c.dim() != 2 || c.shape[1] != Settings.ConditioningSize
+            || samples < 1 || z.shape[0] != c.shape[0] * samples)
+            throw new ArgumentException(
+                $"DecodeSamples needs z [B * N, {Settings.LatentSize}] and c [B, {Settings.ConditioningSize}] with N = {samples}, got z " +
+                $"[{string.Join(", ", z.shape)}] and c [{string.Join(", ", c.shape)}]");
+        using var scope = NewDisposeScope();
+        var (points, latent) = (c.shape[0], (long)Settings.LatentSize);
+        var weight = decoder_input.weight!;
+        var perPoint = functional.linear(c, weight.narrow(1, latent, weight.shape[1] - latent), decoder_input.bias);   // [B, F]
+        var perSample = functional.linear(z, weight.narrow(1, 0, latent)).view(points, samples, -1);                 // [B, N, F]
+        var h = decoder_input_act.call((perSample + perPoint.unsqueeze(1)).view(points * samples, -1));
+        h = ChannelsLast(h.view(points * samples, decoderBase[0], decoderBase[1], decoderBase[2]));
+        return Contiguous(output.call(decoder.call(h))).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>The same values [B, C, H, W] laid out channels-last (TorchSharp 0.107 has no memory_format argument; a
+    /// permuted contiguous copy has the strides libtorch recognises).</summary>
+    static Tensor ChannelsLast(Tensor t) => t.permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2);
+
+    /// <summary>The same values [B, C, H, W] with NCHW strides. With one channel a channels-last tensor already has that
+    /// memory order (only its strides differ), so it is restrided rather than copied.</summary>
+    static Tensor Contiguous(Tensor t) => t.shape[1] == 1 && t.is_contiguous()
+        ? t.as_strided(t.shape, [t.shape[2] * t.shape[3], t.shape[2] * t.shape[3], t.shape[3], 1])
+        : t.contiguous();
+
     /// <summary>z = mu + exp(logvar / 2) * eps with eps ~ N(0, I) drawn from <paramref name="generator"/>
     /// (the global one when null): [B, LatentSize] -> [B, LatentSize], differentiable in mu and logvar.</summary>
     public static Tensor Reparameterise(Tensor mu, Tensor logVar, Generator? generator = null)

@@ -38,12 +38,13 @@ public static class Committed
         return (purifier, spec);
     }
 
-    /// <summary>CARSO over the committed classifier and a purifier (default: the committed one), with these settings.</summary>
+    /// <summary>CARSO over the committed classifier and a purifier (default: the committed one), with these settings, and
+    /// with bfloat16 copies of both networks, so that <c>With(settings)</c> may switch to any <see cref="CarsoPrecision"/>.</summary>
     public static CarsoModel Carso(Device device, CarsoSettings settings, string purifierPath = PurifierPath)
     {
         var classifier = Classifier(device);
         var (purifier, spec) = Purifier(classifier, device, purifierPath);
-        return new CarsoModel(classifier, purifier, spec.LayerNames, settings);
+        return new CarsoModel(classifier, purifier, spec.LayerNames).WithBFloat16(new SmallCnn(ClassifierSettings)).With(settings);
     }
 
     /// <summary>The first <paramref name="count"/> Fashion-MNIST test points (the points every reference evaluation uses).</summary>

@@ -20,5 +20,6 @@ public static class Reports
             ["eval-carso"] = EvalCarsoReport.Figures,
             ["quickstart"] = r => [.. QuickstartReport.Figures(r), .. Gallery.FiguresOf(r)],
             ["bench"] = BenchReport.Figures,
+            ["bench-carso-grad"] = CarsoSpeedReport.Figures,
         };
 }

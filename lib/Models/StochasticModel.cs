@@ -1,3 +1,5 @@
+using System.Runtime.CompilerServices;
+using Carso.Attacks;
 using static TorchSharp.torch;
 
 namespace Carso.Models;
@@ -14,6 +16,20 @@ public static class StochasticModels
     /// <summary>A deterministic model (a plain <c>Func&lt;Tensor, Tensor&gt;</c>) as a StochasticModel.</summary>
     public static StochasticModel Fixed(Func<Tensor, Tensor> model) => (x, _) => model(x);
 
-    /// <summary>The model with its generator fixed: the <c>Func&lt;Tensor, Tensor&gt;</c> every attack takes.</summary>
-    public static Func<Tensor, Tensor> Bind(this StochasticModel model, Generator generator) => x => model(x, generator);
+    static readonly ConditionalWeakTable<StochasticModel, Func<Generator, EotGradientFunction>> EotFunctions = new();
+
+    /// <summary>The model with its generator fixed: the <c>Func&lt;Tensor, Tensor&gt;</c> every attack takes (with its own EOT
+    /// gradient, drawing from the same generator, when the model has one: <see cref="WithEotGradient"/>).</summary>
+    public static Func<Tensor, Tensor> Bind(this StochasticModel model, Generator generator)
+    {
+        Func<Tensor, Tensor> bound = x => model(x, generator);
+        return EotFunctions.TryGetValue(model, out var eot) ? bound.WithEotGradient(eot(generator)) : bound;
+    }
+
+    /// <summary>Registers the model's own EOT gradient for a generator (see <see cref="EotModels"/>); returns the model.</summary>
+    public static StochasticModel WithEotGradient(this StochasticModel model, Func<Generator, EotGradientFunction> eot)
+    {
+        EotFunctions.AddOrUpdate(model, eot);
+        return model;
+    }
 }

@@ -146,6 +146,136 @@ public class CarsoModelTests
     }
 
     /// <summary>
+    /// The end-to-end input gradient of the batched pass (conditioning once per point, its share of the decoder's first
+    /// linear layer once per point, channels-last decoding) equals, to 1e-5 of its largest entry, the gradient through
+    /// the plain formula (every reconstruction decoded by <see cref="Purifier.Decode"/> from the repeated conditioning, as
+    /// before), for the purifier without batch norm (the committed one) and with it (eval mode); without batch norm also
+    /// the gradient through a loop over points and samples. (With an untrained batch-norm purifier the per-point loop is
+    /// 1e-3 away from either batched formula: batch size 1 against 3 alone moves it that far.)
+    /// </summary>
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void TheEndToEndGradientEqualsTheUnbatchedPath(bool batchNorm)
+    {
+        using var scope = NewDisposeScope();
+        var model = Build(new CarsoSettings(Samples: 4, Differentiable: true));
+        model = new CarsoModel(model.Classifier, Purifier.Build(Small with { BatchNorm = batchNorm }, model.Purifier.LayerShapes, model.Purifier.InputShape),
+            model.LayerNames, model.Settings);
+        var x = rand(3, 1, 28, 28, generator: new Generator(11));
+        var y = tensor(new long[] { 1, 4, 9 });
+        var z = model.Latents(3, new Generator(12));
+        Tensor Gradient(Func<Tensor, Tensor> logitsOf) =>
+            Pgd.InputGradient(xx => Aggregation.Aggregate(AggregationKind.ExpShare, logitsOf(xx)), x, y);
+        var batched = Gradient(xx => model.SampleLogits(xx, z));
+        var plain = Gradient(xx => PlainLogits(model, xx, z));
+        float Relative(Tensor reference) => ((batched - reference).abs().max() / reference.abs().max()).item<float>();
+        Assert.True(plain.abs().max().item<float>() > 0);
+        Assert.True(Relative(plain) <= 1e-5, $"batched pass vs plain formula, input gradient: max difference {Relative(plain):E2} of the largest entry");
+        if (!batchNorm)
+        {
+            var unbatched = Gradient(xx => UnbatchedLogits(model, xx, z));
+            Assert.True(Relative(unbatched) <= 1e-5, $"batched vs per-sample loop, input gradient: max difference {Relative(unbatched):E2} of the largest entry");
+        }
+
+        // DecodeSamples is Decode with the conditioning repeated, on a 3-channel image shape as well.
+        var colour = Purifier.Build(Small with { BatchNorm = batchNorm }, [[16]], [3, 20, 20]);
+        colour.eval();
+        var c = randn(2, Small.ConditioningSize, generator: new Generator(13));
+        var zz = randn(6, Small.LatentSize, generator: new Generator(14));
+        var repeated = colour.Decode(zz, c.repeat_interleave(3, dim: 0));
+        var samples = colour.DecodeSamples(zz, c, 3);
+        Assert.Equal(repeated.shape, samples.shape);
+        Assert.True(samples.is_contiguous() && samples.allclose(repeated, rtol: 1e-5, atol: 1e-6),
+            $"max difference {(samples - repeated).abs().max().item<float>()}");
+    }
+
+    /// <summary>CARSO's sample logits [B, K, N] by the plain formula: the conditioning repeated N times, <see cref="Purifier.Decode"/>.</summary>
+    static Tensor PlainLogits(CarsoModel model, Tensor x, Tensor z)
+    {
+        var n = model.Settings.Samples;
+        var (_, layers) = Representation.Capture(model.Classifier, model.LayerNames, x);
+        var c = model.Purifier.Condition(layers).repeat_interleave(n, dim: 0);
+        return model.Classifier.call(model.Purifier.Decode(z, c)).view(x.shape[0], n, -1).transpose(1, 2);
+    }
+
+    /// <summary>CARSO's sample logits [B, K, N] through a differentiable loop over points and samples, each reconstruction
+    /// decoded alone by <see cref="Purifier.Decode"/>.</summary>
+    static Tensor UnbatchedLogits(CarsoModel model, Tensor x, Tensor z)
+    {
+        var n = model.Settings.Samples;
+        var points = new List<Tensor>();
+        for (var b = 0; b < x.shape[0]; b++)
+        {
+            var (_, layers) = Representation.Capture(model.Classifier, model.LayerNames, x.narrow(0, b, 1));
+            var c = model.Purifier.Condition(layers);
+            var samples = Enumerable.Range(0, n).Select(s => model.Classifier.call(model.Purifier.Decode(z.narrow(0, b * n + s, 1), c))[0]).ToList();
+            points.Add(stack(samples, 1));
+        }
+        return stack(points, 0);
+    }
+
+    /// <summary>
+    /// CARSO's own EOT gradient (one representation pass shared by the EOT passes) gives what the attacks' plain loop of
+    /// passes gives with the same generator seed: the same latents, the gradient to 1e-5 of its largest entry, the same
+    /// mean loss and outputs; in chunks too. The bound differentiable model carries it; the non-differentiable one does not.
+    /// </summary>
+    [Fact]
+    public void TheSharedEotGradientEqualsTheLoopOfPasses()
+    {
+        using var scope = NewDisposeScope();
+        var model = Build(new CarsoSettings(Samples: 4, Differentiable: true, MaxReconstructions: 8));   // 2 points per pass
+        var x = rand(3, 1, 28, 28, generator: new Generator(17));
+        var y = tensor(new long[] { 2, 5, 8 });
+        var loopGenerator = new Generator(18);
+        var loop = Apgd.EotGradient(xx => model.Forward(xx, generator: loopGenerator), x, y, Losses.CrossEntropy, 3);
+        var sharedGenerator = new Generator(18);
+        var bound = model.AsModel().Bind(sharedGenerator);
+        Assert.NotNull(EotModels.EotGradientOf(bound));
+        Assert.Null(EotModels.EotGradientOf(model.With(model.Settings with { Differentiable = false }).AsModel().Bind(new Generator(18))));
+        var shared = Apgd.EotGradient(bound, x, y, Losses.CrossEntropy, 3);
+        var relative = ((shared.Gradient - loop.Gradient).abs().max() / loop.Gradient.abs().max()).item<float>();
+        Assert.True(relative <= 1e-5, $"shared vs looped EOT gradient: max difference {relative:E2} of the largest entry");
+        Assert.True(shared.Loss.allclose(loop.Loss, rtol: 1e-5, atol: 1e-6) && shared.Logits.allclose(loop.Logits, rtol: 1e-5, atol: 1e-6));
+        // PGD's EOT loop takes it too, and the generators moved alike: the next draws are equal.
+        var pgdLoopGenerator = new Generator(19);
+        var pgdShared = model.AsModel().Bind(new Generator(19));
+        var pgdLoop = Pgd.EotGradient(xx => model.Forward(xx, generator: pgdLoopGenerator), x, l => Losses.CrossEntropy(l, y), 2);
+        var pgdOwn = Pgd.EotGradient(pgdShared, x, l => Losses.CrossEntropy(l, y), 2);
+        Assert.True(((pgdOwn - pgdLoop).abs().max() / pgdLoop.abs().max()).item<float>() <= 1e-5);
+        Assert.True(model.Latents(3, loopGenerator).eq(model.Latents(3, sharedGenerator)).all().item<bool>());
+    }
+
+    /// <summary>bfloat16 is opt-in and needs copies; with them the outputs stay close to float32's and the float32 networks
+    /// are untouched.</summary>
+    [Fact]
+    public void BFloat16PrecisionNeedsCopiesAndStaysCloseToFloat32()
+    {
+        using var scope = NewDisposeScope();
+        var model = Build(new CarsoSettings(Samples: 2, Differentiable: true));
+        Assert.Throws<ArgumentException>(() => model.With(model.Settings with { Precision = CarsoPrecision.BFloat16 }));
+        // At its default the setting is not written, so records and checkpoints saved before it existed still match.
+        Assert.DoesNotContain("precision", RunRecord.ToJson(new CarsoSettings())!.ToJsonString(), StringComparison.OrdinalIgnoreCase);
+        Assert.Contains("\"BFloat16\"", RunRecord.ToJson(new CarsoSettings(Precision: CarsoPrecision.BFloat16))!.ToJsonString());
+        var x = rand(2, 1, 28, 28, generator: new Generator(15));
+        var z = model.Latents(2, new Generator(16));
+        var float32 = model.Forward(x, z);
+        var copies = model.WithBFloat16(new SmallCnn());
+        foreach (var precision in new[] { CarsoPrecision.BFloat16Classifier, CarsoPrecision.BFloat16 })
+        {
+            var low = copies.With(model.Settings with { Precision = precision });
+            var output = low.Forward(x, z);
+            Assert.Equal(ScalarType.Float32, output.dtype);
+            Assert.True(output.allclose(float32, rtol: 0.05, atol: 0.05), $"{precision}: max difference {(output - float32).abs().max().item<float>()}");
+            var grad = Pgd.InputGradient(xx => low.Forward(xx, z), x, tensor(new long[] { 0, 1 }));
+            Assert.True(grad.isfinite().all().item<bool>() && grad.abs().sum().item<float>() > 0);
+            Assert.Equal(ScalarType.Float32, low.Reconstructions(x, new Generator(1)).dtype);
+        }
+        Assert.All(model.Classifier.parameters().Concat(model.Purifier.parameters()), p => Assert.Equal(ScalarType.Float32, p.dtype));
+        Assert.True(model.Forward(x, z).eq(float32).all().item<bool>());
+    }
+
+    /// <summary>
     /// CARSO over a classifier whose forward makes no dispose scope of its own (PreActResNet18, WideResNet, ...),
     /// run inside the caller's scope, leaves no tensor behind for the finalizer: TorchSharp 0.107 crashes the
     /// process from the finalizer thread on a tensor that points to a disposed scope (which representation
