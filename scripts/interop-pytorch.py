@@ -13,11 +13,12 @@ dicts move between the two strictly (no renaming, no missing or unexpected keys)
 
 Modes:
 
-  export DIR      seed 0: builds the three models (PyTorch's default initialisation), sets every batch norm's running
-                  statistics to those of a batch of random images and randomises its affine parameters, scales the
-                  last linear layer so logits reach 4 in magnitude, then writes
-                  DIR/<model>.pt (torch.save(model.state_dict())), DIR/<model>.safetensors, and
-                  DIR/smallcnn-wrapped.pt ({"state_dict": {"module.<key>": ...}, "epoch": 3}, for convert) and
+  export DIR [MODEL...]
+                  seed 0: builds the three models, or those named (PyTorch's default initialisation), sets every batch
+                  norm's running statistics to those of a batch of random images and randomises its affine parameters,
+                  scales the last linear layer so logits reach 4 in magnitude, then writes DIR/<model>.pt
+                  (torch.save(model.state_dict())), DIR/<model>.safetensors, for smallcnn also DIR/smallcnn-wrapped.pt
+                  (a training checkpoint {"state_dict": {"module.<key>": ...}, "epoch": 3}, for convert), and
                   DIR/python-logits.safetensors holding <model>.input (fixed random images in [0, 1]) and
                   <model>.logits (the eval-mode logits on them)
   check DIR       loads DIR/<model>.pt and DIR/<model>.safetensors, as Carso's StateDicts.Export wrote them, strictly
@@ -316,10 +317,15 @@ def scale_logits(model, images, largest=4.0):
         last.bias.mul_(factor)
 
 
-def export(folder):
+def export(folder, names):
+    unknown = [n for n in names if n not in MODELS]
+    if unknown:
+        sys.exit(f"unknown model(s) {', '.join(unknown)}; known: {', '.join(MODELS)}")
     os.makedirs(folder, exist_ok=True)
     logits = OrderedDict()
     for name, (build, shape) in MODELS.items():
+        if names and name not in names:
+            continue
         torch.manual_seed(0)
         generator = torch.Generator().manual_seed(1)
         model = build()
@@ -383,14 +389,14 @@ def emit(obj):
 def main():
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     args = sys.argv[1:]
-    if len(args) == 2 and args[0] == "export":
-        export(args[1])
+    if len(args) >= 2 and args[0] == "export":
+        export(args[1], args[2:])
     elif len(args) == 2 and args[0] == "check":
         check(args[1])
     elif len(args) == 3 and args[0] == "convert":
         convert(args[1], args[2])
     else:
-        sys.exit("usage: interop-pytorch.py export DIR | check DIR | convert IN.(pt|safetensors) OUT.(pt|safetensors)")
+        sys.exit("usage: interop-pytorch.py export DIR [MODEL...] | check DIR | convert IN.(pt|safetensors) OUT.(pt|safetensors)")
 
 
 if __name__ == "__main__":
