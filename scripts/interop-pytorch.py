@@ -28,8 +28,9 @@ Modes:
                   <model>.logits
   convert IN OUT  rewrites a PyTorch checkpoint as a bare state dict in the format OUT's extension selects
                   (.safetensors or .pt): unwraps {"state_dict": ...} / {"model_state_dict": ...} / {"model": ...}
-                  and strips the "module." prefix nn.DataParallel adds (how a RobustBench or other PyTorch model
-                  comes into Carso: then StateDicts.Import(new WideResNet(WideResNetSettings.Wrn28_10), OUT))
+                  and strips the prefixes RobustBench's load_model strips ("module." from nn.DataParallel, then
+                  "model."): how a RobustBench or other PyTorch model comes into Carso, then
+                  StateDicts.Import(new WideResNet(WideResNetSettings.Wrn28_10), OUT)
 
 The safetensors files are read and written here by hand (the format: an 8-byte little-endian header length, a JSON
 header {name: {dtype, shape, data_offsets}}, the raw little-endian tensor bytes), because Debian has no python3
@@ -348,7 +349,10 @@ def export(folder, names):
 
 
 def check(folder):
-    carso = load_safetensors(os.path.join(folder, "carso-logits.safetensors"))
+    logits_path = os.path.join(folder, "carso-logits.safetensors")
+    if not os.path.isfile(logits_path):
+        sys.exit(f"{logits_path}: no such file (check reads the inputs and logits Carso wrote there)")
+    carso = load_safetensors(logits_path)
     results = OrderedDict()
     for name, (build, _) in MODELS.items():
         if name + ".input" not in carso:
@@ -368,15 +372,23 @@ def check(folder):
 
 
 def convert(source, target):
+    if not os.path.isfile(source):
+        sys.exit(f"{source}: no such file")
+    if not target.endswith((".pt", ".pth", ".safetensors")):
+        sys.exit(f"{target}: unknown state-dict extension; use .safetensors, .pt or .pth")
     state = load_state_dict_file(source)
     for key in ("state_dict", "model_state_dict", "model"):
         if isinstance(state, dict) and key in state and isinstance(state[key], dict):
             state = state[key]
             break
+    if not isinstance(state, dict):
+        sys.exit(f"{source}: holds a {type(state).__name__}, not a state dict (a whole pickled model? save model.state_dict())")
     bad = [k for k, v in state.items() if not torch.is_tensor(v)]
     if bad:
-        raise SystemExit(f"{source}: not a state dict: entries {bad[:5]} are not tensors")
-    state = OrderedDict((k[len("module."):] if k.startswith("module.") else k, v) for k, v in state.items())
+        sys.exit(f"{source}: not a state dict: entries {bad[:5]} are not tensors")
+    # The prefixes RobustBench's load_model strips, in its order: nn.DataParallel's "module.", then a wrapper's "model.".
+    for prefix in ("module.", "model."):
+        state = OrderedDict((k[len(prefix):] if k.startswith(prefix) else k, v) for k, v in state.items())
     save_state_dict_file(state, target)
     emit({"source": source, "target": target, "tensors": len(state)})
 
