@@ -34,7 +34,7 @@ var variants = settings.Fractions.Select(fraction => new Variant($"fraction {fra
 // ---- run, record, figures -------------------------------------------------------------------------------
 Ablation.Run(run, settings, seed, "CARSO by the purifier's adversarial training fraction", "adversarial fraction", settings.Budget, variants,
     notes: [$"Each purifier: {settings.Training.Epochs} epoch(s) on {train.Count} images, PGD-{settings.Training.PgdSteps} examples (reference " +
-            "scripts/train-carso.cs trains far longer): much weaker than the committed purifier; compare fractions with each other only."]);
+            "scripts/train-carso.cs trains far longer): much weaker than the committed purifier; compare fractions with each other only."], ownPurifiers: true);
 
 /// <summary>Settings: fractions, the training data and budget, the purifier's size, CARSO's settings, the evaluation budget.</summary>
 record Settings(double[] Fractions, int TrainPoints, int ValidationCount, PurifierSettings Purifier, CarsoSettings Defence,

@@ -47,7 +47,7 @@ var variants = deviations.Select(d => new Variant(d.Name, d.Description, context
 Ablation.Run(run, settings, seed, "CARSO by how its purifier is trained: training eps and a live latent", "purifier training", settings.Budget, variants,
     notes: [$"Each purifier: {settings.Training.Epochs} epochs on {train.Count} images (scripts/train-carso.cs trains 100 on 55,000): " +
             "weaker than the committed purifier; compare variants with each other only.",
-            "The defence is judged as published (lexsemble); its own aggregation saturates, so only adaptive attacks run (EndToEnd false)."]);
+            "The defence is judged as published (lexsemble); its own aggregation saturates, so only adaptive attacks run (EndToEnd false)."], ownPurifiers: true);
 
 /// <summary>Settings: the representation layers, the training data and recipe, the purifier's size, CARSO's settings, the two
 /// live-latent knobs, the evaluation budget.</summary>

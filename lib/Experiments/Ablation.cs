@@ -87,9 +87,11 @@ public static class Ablation
         new(carso.AsModel(), CarsoProtocol.Build(carso, context.Budget.Threat, context.Budget.Attacks, context.Transfer), extra);
 
     /// <summary>Evaluates every variant (or, with --shard, the shard's points of each; with --merge, merges the shards'),
-    /// then writes the record, table and figures; null after a shard (its record is written, the merge does the rest).</summary>
+    /// then writes the record, table and figures; null after a shard (its record is written, the merge does the rest).
+    /// ownPurifiers: the variants train their own purifiers, so the committed one is not an input of the run (replacing it
+    /// must not invalidate the attack state).</summary>
     public static RunRecord? Run(ScriptRun run, object settings, long seed, string title, string varied, AblationBudget budget,
-        IReadOnlyList<Variant> variants, bool monotoneInX = false, IReadOnlyList<string>? notes = null)
+        IReadOnlyList<Variant> variants, bool monotoneInX = false, IReadOnlyList<string>? notes = null, bool ownPurifiers = false)
     {
         budget = budget.Validated() with { Seed = seed };
         var description = budget.Describe();
@@ -97,7 +99,7 @@ public static class Ablation
         // Resumable from the attack state (one folder per variant; guarded by the run's identity: settings, inputs, code).
         var options = new EvaluationOptions(seed, budget.BatchSize, run.Device, run.Output("attacks"),
             Log: line => run.Log("  " + line), Progress: run.Progress);
-        string[] inputs = [Committed.ClassifierPath, Committed.PurifierPath, .. budget.Transfer ? [Committed.TransferSetPath] : Array.Empty<string>()];
+        string[] inputs = [Committed.ClassifierPath, .. ownPurifiers ? Array.Empty<string>() : [Committed.PurifierPath], .. budget.Transfer ? [Committed.TransferSetPath] : Array.Empty<string>()];
         var parts = Sharding.Parts(run, settings, seed, inputs, options, o => Evaluate(run, budget, variants, o));
         if (parts is null) return null;
 
