@@ -18,7 +18,7 @@ using System.Text.Json;
 // ---- settings (edit and re-run; the published protocol is CarsoProtocolSettings.Published on 1000 points) ------
 var settings = new Settings(Purifier: Committed.PurifierPath, Defence: new CarsoSettings(Samples: 8, Aggregation: AggregationKind.Lexsemble),
     ClassifierEvaluation: "results/eval-autoattack", Eps: 0.1, Points: 500,
-    Protocol: CarsoProtocolSettings.Published, BatchSize: 100, Seed: 0);
+    Protocol: CarsoProtocolSettings.Published, BatchSize: 50, Seed: 0);
 var run = ScriptRun.Start(settings, args, shardable: true);
 if (run.Smoke) settings = settings with { Points = 16, Protocol = CarsoProtocolSettings.Smoke, BatchSize = 8 };
 var seed = run.SeedOverride ?? settings.Seed;
@@ -79,5 +79,7 @@ foreach (var (name, figure) in EvalCarsoReport.Figures(record)) run.SaveFigure(f
 /// <param name="ClassifierEvaluation">The classifier's AutoAttack run (scripts/eval-autoattack.cs) giving its per-point records.</param>
 /// <param name="Defence">CARSO as published: 8 samples, the reference's lexsemble aggregation (Lexsemble).</param>
 /// <param name="Points">The first Points test points (published: 1000).</param>
+/// <param name="BatchSize">Points per block: the unit of resumption and of sharding, and the key of the randomness (50: 500 points
+/// split into 2 equal shards, and a killed run loses at most one block of one attack).</param>
 record Settings(string Purifier, CarsoSettings Defence, string ClassifierEvaluation, double Eps, int Points,
     CarsoProtocolSettings Protocol, int BatchSize, long Seed);
