@@ -1,4 +1,5 @@
 using Carso.Attacks;
+using TorchSharp;
 using static TorchSharp.torch;
 using static Carso.Tests.Attacks.NormFixtures;
 
@@ -138,5 +139,27 @@ public class ApgdL1Tests
             return Apgd.Attack(Mlp, x, y, new ApgdSettings(Threat.L1(2), NIter: 20, UseLargeReps: true), generator);
         }
         Assert.True(Run(5).eq(Run(5)).all().item<bool>());
+    }
+
+    [Fact]
+    public void TensorsDoNotPileUpOverTheL1Iterations()
+    {
+        using var scope = NewDisposeScope();
+        var (x, y) = Bands(16, 15);
+        var mlp = Mlp;                                                  // trained (and its weights live) before counting
+        var live = new List<long>();
+        Tensor Model(Tensor input)
+        {
+            live.Add(DisposeScopeManager.Statistics.ThreadTotalLiveCount);
+            return mlp(input);
+        }
+        var before = DisposeScopeManager.Statistics.ThreadTotalLiveCount;
+        using var generator = new Generator(3);
+        using (var attack = NewDisposeScope())
+            _ = Apgd.Attack(Model, x, y, new ApgdSettings(Threat.L1(0.2), NIter: 40), generator);
+        Assert.Equal(before, DisposeScopeManager.Statistics.ThreadTotalLiveCount);
+        Assert.Equal(42, live.Count);                                   // the clean pass, the start, 40 iterations
+        var steady = live.Skip(4).ToArray();
+        Assert.True(steady.Max() - steady.Min() <= 4, $"live tensors grow over the iterations: {string.Join(" ", live)}");
     }
 }

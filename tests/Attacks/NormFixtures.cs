@@ -25,6 +25,8 @@ static class NormFixtures
 
     static Func<Tensor, Tensor> TrainMlp()
     {
+        // The first test to ask may do so inside an attack's no_grad block.
+        using var gradients = enable_grad();
         using var generator = new Generator(7);
         var w1 = (randn([64, 32], generator: generator) * 0.125f).requires_grad_(true);
         var b1 = zeros(32).requires_grad_(true);

@@ -1,4 +1,5 @@
 using Carso.Attacks;
+using TorchSharp;
 using static TorchSharp.torch;
 using static Carso.Tests.Attacks.NormFixtures;
 
@@ -128,5 +129,29 @@ public class SquareNormsTests
             var xAdv = Square.Attack(model, x, y, new SquareSettings(new Threat(norm, eps), NQueries: 200), generator);
             AssertInBallAndBox(xAdv, x, norm, eps, $"{norm}");
         }
+    }
+
+    [Theory]
+    [InlineData(Norm.L2, 0.1)]
+    [InlineData(Norm.L1, 0.3)]
+    public void TensorsDoNotPileUpOverTheIterations(Norm norm, double eps)
+    {
+        using var scope = NewDisposeScope();
+        var (x, y) = Bands(16, 45);
+        var mlp = Mlp;                                                  // trained (and its weights live) before counting
+        var live = new List<long>();
+        Tensor Model(Tensor input)
+        {
+            live.Add(DisposeScopeManager.Statistics.ThreadTotalLiveCount);
+            return mlp(input);
+        }
+        var before = DisposeScopeManager.Statistics.ThreadTotalLiveCount;
+        using var generator = new Generator(3);
+        using (var attack = NewDisposeScope())
+            _ = Square.Attack(Model, x, y, new SquareSettings(new Threat(norm, eps), NQueries: 60), generator);
+        Assert.Equal(before, DisposeScopeManager.Statistics.ThreadTotalLiveCount);
+        Assert.Equal(61, live.Count);                                   // the clean pass, the start, 59 iterations (none fooled)
+        var steady = live.Skip(4).ToArray();
+        Assert.True(steady.Max() - steady.Min() <= 4, $"live tensors grow over the iterations: {string.Join(" ", live)}");
     }
 }
