@@ -162,4 +162,22 @@ public class ApgdL1Tests
         var steady = live.Skip(4).ToArray();
         Assert.True(steady.Max() - steady.Min() <= 4, $"live tensors grow over the iterations: {string.Join(" ", live)}");
     }
+
+    [Fact]
+    public void NanGradientsAreCountedBeforeTheSparseSignAndNeverReachTheImages()
+    {
+        using var scope = NewDisposeScope();
+        var (x, y) = Bands(8, 16);
+        var mlp = Mlp;
+        // Finite logits, NaN input gradients: d/dx sqrt(|x - x|) is infinite, times 0.
+        Func<Tensor, Tensor> masked = images => mlp(images) + 0 * (images - images.detach()).abs().sqrt().flatten(1).sum([1], keepdim: true);
+        var monitor = new AttackMonitor();
+        using var generator = new Generator(6);
+        var xAdv = Apgd.Attack(masked, x, y, new ApgdSettings(Threat.L1(2), NIter: 8), generator, monitor);
+        Assert.True(xAdv.isfinite().all().item<bool>(), "NaN reached the images");
+        AssertInBallAndBox(xAdv, x, Norm.L1, 2);
+        Assert.True(monitor.NonFiniteGradients > 0, "the NaN gradients were not counted");
+        Assert.Equal(monitor.GradientEvaluations, monitor.NonFiniteGradients);
+        Assert.Equal(0, monitor.NonFiniteLogits);
+    }
 }
