@@ -54,4 +54,20 @@ public class AutoAttackNormsTests
             Assert.Equal(4 * 9 * (10 + 1), monitor.GradientEvaluations);
         }
     }
+
+    [Theory]
+    [InlineData(Norm.L2, 3.0)]
+    [InlineData(Norm.L1, 12.0)]
+    public void PgdAndFgsmStayInTheBallForL2AndL1(Norm norm, double eps)
+    {
+        using var scope = NewDisposeScope();
+        var (x, y) = Bands(16, 52);
+        foreach (var attack in AutoAttack.Custom(["pgd", "fgsm"], new Threat(norm, eps)))
+        {
+            using var generator = new Generator(9);
+            var xAdv = attack.Run(Mlp, x, y, generator);
+            AssertInBallAndBox(xAdv, x, norm, eps, attack.Name);
+            Assert.True(RobustAccuracy(Mlp, xAdv, y) < RobustAccuracy(Mlp, x, y), $"{norm} {attack.Name} fooled no point");
+        }
+    }
 }
