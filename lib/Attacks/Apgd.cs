@@ -56,7 +56,7 @@ public sealed record EotEstimate(Tensor Gradient, Tensor Loss, Tensor Logits);
 
 /// <summary>
 /// APGD (Croce &amp; Hein 2020): PGD with momentum and a step size that halves at fixed checkpoints when the loss
-/// stops rising, starting at 2 eps. Linf and L2 threats; CE or DLR loss. The schedule and the rules follow the
+/// stops rising, starting at 2 eps. Linf, L2 and L1 threats; CE or DLR loss. The schedule and the rules follow the
 /// reference AutoAttack implementation (see /work/shared/notes/attacks.md).
 /// L1 (APGD-L1, Croce &amp; Hein 2021, as the reference implements it): eta_0 = 1 eps; the step is
 /// x + eta * sign(g_S) / |S| on the set S of the coordinates whose |g| is at least the (1 - k)-quantile of |g|, with the
