@@ -4,7 +4,8 @@ namespace Carso.Attacks;
 
 /// <summary>
 /// APGD-T settings with the published defaults: for each of NTargetClasses target classes, NRestarts runs of
-/// APGD with the targeted DLR loss, NIter iterations each (Rho, Alpha, EotIter as in <see cref="ApgdSettings"/>).
+/// APGD with the targeted DLR loss, NIter iterations each (Rho, Alpha, EotIter, UseLargeReps as in <see cref="ApgdSettings"/>;
+/// AutoAttack standard for L1 runs 5 target classes with the large-reps schedule).
 /// </summary>
 public sealed record ApgdTargetedSettings(
     Threat Threat,
@@ -13,10 +14,11 @@ public sealed record ApgdTargetedSettings(
     double Alpha = 0.75,
     int NRestarts = 1,
     int EotIter = 1,
-    int NTargetClasses = 9)
+    int NTargetClasses = 9,
+    bool UseLargeReps = false)
 {
     /// <summary>The settings of each APGD run (loss TargetedDlr).</summary>
-    public ApgdSettings Core => new(Threat, ApgdLoss.TargetedDlr, NIter, Rho, Alpha, NRestarts, EotIter);
+    public ApgdSettings Core => new(Threat, ApgdLoss.TargetedDlr, NIter, Rho, Alpha, NRestarts, EotIter, UseLargeReps);
 
     /// <summary>This record, or a clear <see cref="ArgumentOutOfRangeException"/> naming the bad setting.</summary>
     public ApgdTargetedSettings Validated()
@@ -68,7 +70,7 @@ public static class ApgdTargeted
                 var next = outcome.AttackRobust(x, y, (idx, xs, ys) =>
                 {
                     using var targets = ranked.index_select(0, idx).select(1, column);
-                    return Apgd.SingleRun(model, xs, ys, (z, labels) => Losses.TargetedDlr(z, labels, targets), core, generator, monitor);
+                    return Apgd.Run(model, xs, ys, (z, labels) => Losses.TargetedDlr(z, labels, targets), core, generator, monitor);
                 });
                 if (next is null) return outcome.Result().MoveToOuterDisposeScope();
                 outcome.Dispose();

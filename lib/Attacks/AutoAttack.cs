@@ -16,22 +16,37 @@ public sealed record AutoAttackSettings(
 
 /// <summary>
 /// AutoAttack as an ordered list of named attacks; the evaluation driver (Evaluation.ProtocolEvaluation) runs each on the
-/// points still robust and takes the per-point worst case.
-/// standard: APGD-CE, APGD-T, FAB-T, Square (deterministic models);
-/// rand: APGD-CE and APGD-DLR with EOT (stochastic models).
+/// points still robust and takes the per-point worst case. Each attack runs in the threat's norm (Linf, L2, L1).
+/// standard: APGD-CE, APGD-T, FAB-T, Square (deterministic models). Linf and L2: APGD-CE 1 restart, APGD-T
+/// NTargetClasses (9) targets, FAB-T 9 targets, Square. L1, as the reference sets it: APGD-CE with 5 restarts and
+/// APGD-T with at most 5 targets, both with the large-reps schedule (3, 2, 1 eps), then FAB-T (9 targets) and Square.
+/// rand: APGD-CE and APGD-DLR with EOT (stochastic models), 1 restart each, for every norm.
 /// </summary>
 public static class AutoAttack
 {
     public const string ApgdCeName = "apgd-ce", ApgdDlrName = "apgd-dlr", ApgdTName = "apgd-t", FabTName = "fab-t", SquareName = "square";
 
+    /// <summary>APGD-CE's restarts in AutoAttack standard for L1 (the reference's n_restarts = 5 with use_largereps).</summary>
+    public const int L1ApgdRestarts = 5;
+
+    /// <summary>APGD-T's target classes in AutoAttack standard for L1 (the reference's 5; fewer when settings ask for fewer).</summary>
+    public const int L1ApgdTargetClasses = 5;
+
     public static IReadOnlyList<NamedAttack> Standard(Threat threat, AutoAttackSettings? settings = null, AttackMonitor? monitor = null)
     {
         settings ??= new AutoAttackSettings();
-        if (threat.Norm != Norm.Linf)
-            throw new NotSupportedException(
-                $"AutoAttack standard for {threat.Norm} needs Square {threat.Norm}, which is not implemented (Square is Linf only); " +
-                "use a custom list, e.g. AutoAttack.Custom([\"apgd-ce\", \"apgd-t\", \"fab-t\"], ...)");
-        return Custom([ApgdCeName, ApgdTName, FabTName, SquareName], threat, settings, monitor);
+        threat.Validated();
+        if (threat.Norm != Norm.L1)
+            return Custom([ApgdCeName, ApgdTName, FabTName, SquareName], threat, settings, monitor);
+        return
+        [
+            new(ApgdCeName, (m, x, y, g) => Apgd.Attack(m, x, y,
+                new ApgdSettings(threat, ApgdLoss.Ce, settings.ApgdIterations, NRestarts: L1ApgdRestarts, UseLargeReps: true), g, monitor)),
+            new(ApgdTName, (m, x, y, g) => ApgdTargeted.Attack(m, x, y,
+                new ApgdTargetedSettings(threat, settings.ApgdIterations, NTargetClasses: Math.Min(settings.NTargetClasses, L1ApgdTargetClasses),
+                    UseLargeReps: true), g, monitor)),
+            .. Custom([FabTName, SquareName], threat, settings, monitor),
+        ];
     }
 
     public static IReadOnlyList<NamedAttack> Rand(Threat threat, AutoAttackSettings? settings = null, AttackMonitor? monitor = null) =>

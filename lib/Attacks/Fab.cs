@@ -36,7 +36,7 @@ public sealed record FabSettings(
 
 /// <summary>
 /// FAB-T (Croce &amp; Hein 2020, "Minimally distorted adversarial examples with a fast adaptive boundary attack"),
-/// Linf and L2. A minimum-norm attack: each iteration linearises the margin f_t - f_y at the current point x1,
+/// Linf, L2 and L1. A minimum-norm attack: each iteration linearises the margin f_t - f_y at the current point x1,
 /// projects both x1 and the original point x0 onto the linearised boundary (inside the box [0, 1]), and moves to
 /// a mix of the two projections, biased towards the one from x1 but pulled back towards x0 so the result stays
 /// close to it. Adversarial iterates are recorded when they are the smallest found, then pushed back towards x0.
@@ -174,7 +174,7 @@ public static class Fab
 
     /// <summary>
     /// The start of a restart (as in the reference): x0 + (eps / 2) * t / ||t||, t ~ U[-1, 1] per pixel for Linf and
-    /// t ~ N(0, 1) for L2, clipped to [0, 1]. [n, C, H, W] -> [n, C, H, W].
+    /// t ~ N(0, 1) for L2 and L1 (normalised in the threat's norm), clipped to [0, 1]. [n, C, H, W] -> [n, C, H, W].
     /// </summary>
     static Tensor RandomStart(Tensor x0, Threat threat, Generator? generator)
     {
@@ -189,7 +189,7 @@ public static class Fab
     /// <summary>
     /// The minimal-norm displacement onto a hyperplane inside the box [0, 1]^D. points: t [N, D] in [0, 1];
     /// w: [N, D]; b: [N]. Returns d [N, D] such that t + d is the point of {z : w·z = b} ∩ [0, 1]^D nearest to t in
-    /// the norm (Linf or L2). Where the hyperplane misses the box, t + d is the corner of the box nearest to it (each
+    /// the norm (Linf, L2 or L1). Where the hyperplane misses the box, t + d is the corner of the box nearest to it (each
     /// coordinate with w_i != 0 at the bound that moves w·z towards b). Coordinates with w_i = 0 never move.
     /// Pure; computed in float64, returned in the points' dtype.
     /// </summary>
@@ -200,7 +200,8 @@ public static class Fab
     /// direction. The covered amount is sum_i omega_i min(tau, beta_i), nondecreasing and piecewise linear in tau
     /// with breakpoints beta_i, so sorting the breakpoints locates the segment where it equals |c| and tau solves a
     /// linear equation there. Without a binding bound this reduces to the closed forms d = w (b - w·t) / ||w||_2^2
-    /// (L2) and d = sign(w) (b - w·t) / ||w||_1 (Linf).
+    /// (L2) and d = sign(w) (b - w·t) / ||w||_1 (Linf). L1 is a fractional knapsack instead, solved greedily by
+    /// <see cref="L1Displacement"/>: without a binding bound, d moves only the coordinate of largest |w_i|, by |c| / |w_i|.
     /// </remarks>
     public static Tensor HyperplaneProjection(Tensor points, Tensor w, Tensor b, Norm norm)
     {
@@ -213,6 +214,8 @@ public static class Fab
         var moves = wo.ne(0);
         var room = where(wo.gt(0), 1 - t, t).clamp_min(0);       // distance to the bound in the favourable direction
         var absW = wo.abs();
+        if (norm == Norm.L1)
+            return L1Displacement(wo, room, c.abs()).to_type(points.dtype).MoveToOuterDisposeScope();
         var infinity = full_like(t, double.PositiveInfinity);
         Tensor scale, omega, breakpoint;
         switch (norm)
@@ -224,12 +227,38 @@ public static class Fab
                 scale = absW; omega = absW.square(); breakpoint = where(moves, room / absW, infinity);
                 break;
             default:
-                throw new ArgumentOutOfRangeException(nameof(norm), norm, "FAB projections support Linf and L2");
+                throw new ArgumentOutOfRangeException(nameof(norm), norm, "FAB projections support Linf, L2 and L1");
         }
         var tau = SolveCoverage(omega, breakpoint, c.abs());
         var d = where(moves, wo.sign() * scale * minimum(tau.unsqueeze(1), breakpoint), zeros_like(t));
         return d.to_type(points.dtype).MoveToOuterDisposeScope();
     }
+
+    /// <summary>
+    /// The minimal L1 displacement d [N, D] with wo·d = target inside the box, for the oriented normal wo [N, D] (the
+    /// displacement moves along sign(wo)), the room to the favourable bound room [N, D] &gt;= 0 and target [N] &gt;= 0, all
+    /// float64. Moving coordinate i by u costs u in L1 and covers |wo_i| u, so the cheapest cover takes the coordinates in
+    /// descending |wo_i|, each to its bound, until the next one covers the rest partially (the greedy solution of this
+    /// fractional knapsack; ties split arbitrarily, any split is optimal). When the whole box falls short, every
+    /// coordinate with wo_i != 0 goes to its bound (the nearest corner, as for Linf and L2).
+    /// </summary>
+    static Tensor L1Displacement(Tensor wo, Tensor room, Tensor target)
+    {
+        using var scope = NewDisposeScope();
+        var absW = wo.abs();
+        var (sortedW, order) = absW.sort(1, descending: true);
+        var sortedRoom = room.gather(1, order);
+        var coverage = sortedW * sortedRoom;
+        var before = coverage.cumsum(1) - coverage;              // covered by the coordinates ahead of each one
+        var positive = sortedW.gt(0);
+        var needed = (target.unsqueeze(1) - before).clamp_min(0) / where(positive, sortedW, ones_like(sortedW));
+        var amount = where(positive, minimum(needed, sortedRoom), zeros_like(sortedW));
+        var magnitude = zeros_like(amount).scatter(1, order, amount);
+        return (wo.sign() * magnitude).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>The minimal L1 displacement onto {z : w·z = b} inside [0, 1]^D; see <see cref="HyperplaneProjection"/>.</summary>
+    public static Tensor ProjectionL1(Tensor points, Tensor w, Tensor b) => HyperplaneProjection(points, w, b, Norm.L1);
 
     /// <summary>The minimal Linf displacement onto {z : w·z = b} inside [0, 1]^D; see <see cref="HyperplaneProjection"/>.</summary>
     public static Tensor ProjectionLinf(Tensor points, Tensor w, Tensor b) => HyperplaneProjection(points, w, b, Norm.Linf);

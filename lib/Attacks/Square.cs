@@ -3,9 +3,10 @@ using static TorchSharp.torch;
 namespace Carso.Attacks;
 
 /// <summary>
-/// Settings of the Linf Square attack (Andriushchenko et al. 2020) with the defaults AutoAttack uses:
+/// Settings of the Square attack (Andriushchenko et al. 2020) with the defaults AutoAttack uses for every norm:
 /// a budget of NQueries forward passes per point and restart, initial fraction PInit of the pixels changed
-/// per square, the margin loss, one restart. Only the Linf threat is implemented.
+/// per square, the margin loss, one restart. Linf (<see cref="Square"/>), L2 (<see cref="SquareL2"/>) and L1
+/// (<see cref="SquareL1"/>) threats; <see cref="Square.Attack"/> and <see cref="Square.Run"/> dispatch on the norm.
 /// </summary>
 public sealed record SquareSettings(Threat Threat, int NQueries = 5000, double PInit = 0.8, int NRestarts = 1)
 {
@@ -13,8 +14,6 @@ public sealed record SquareSettings(Threat Threat, int NQueries = 5000, double P
     public SquareSettings Validated()
     {
         Threat.Validated();
-        if (Threat.Norm != Norm.Linf)
-            throw new ArgumentException($"the Square attack is implemented for Linf only, got {Threat}", nameof(Threat));
         if (NQueries < 1)
             throw new ArgumentOutOfRangeException(nameof(NQueries), $"Square NQueries must be >= 1, got {NQueries}");
         if (!(PInit > 0 && PInit <= 1))
@@ -52,8 +51,9 @@ public sealed record SquareResult(Tensor XAdv, Tensor Queries, Tensor Fooled) : 
 public static class Square
 {
     /// <summary>
-    /// Untargeted Linf Square attack. model: images [B, C, H, W] in [0, 1] -> logits [B, K]; x: [B, C, H, W]
-    /// in [0, 1]; y: [B] int64. Returns xAdv [B, C, H, W] with ||xAdv - x||_inf &lt;= eps, in [0, 1].
+    /// Untargeted Square attack in the settings' norm (Linf here; L2 and L1 in <see cref="SquareL2"/> and
+    /// <see cref="SquareL1"/>). model: images [B, C, H, W] in [0, 1] -> logits [B, K]; x: [B, C, H, W] in [0, 1];
+    /// y: [B] int64. Returns xAdv [B, C, H, W] with ||xAdv - x|| &lt;= eps, in [0, 1].
     /// </summary>
     public static Tensor Attack(Func<Tensor, Tensor> model, Tensor x, Tensor y, SquareSettings settings,
         Generator? generator = null, AttackMonitor? monitor = null)
@@ -94,7 +94,14 @@ public static class Square
             var todo = robust.nonzero().squeeze(1);
             if (todo.shape[0] == 0) break;
             var xs = x0.index_select(0, todo);
-            var (best, margin, spent) = SingleRun(model, xs, y.index_select(0, todo), settings, generator, monitor);
+            var ys = y.index_select(0, todo);
+            var (best, margin, spent) = settings.Threat.Norm switch
+            {
+                Norm.Linf => SingleRun(model, xs, ys, settings, generator, monitor),
+                Norm.L2 => SquareL2.SingleRun(model, xs, ys, settings, generator, monitor),
+                Norm.L1 => SquareL1.SingleRun(model, xs, ys, settings, generator, monitor),
+                _ => throw new ArgumentOutOfRangeException(nameof(settings), settings.Threat.Norm, "unknown Square norm"),
+            };
             var fooledNow = margin.le(0);
             // As the reference: a point takes the run's best point only if it was fooled (x otherwise), and
             // each restart starts afresh on the points still robust.
@@ -197,7 +204,7 @@ public static class Square
     }
 
     /// <summary>The margin z_y - max_{i != y} z_i [B] of the model at images [B, C, H, W]: one query per image.</summary>
-    static Tensor MarginOf(Func<Tensor, Tensor> model, Tensor images, Tensor labels, AttackMonitor? monitor)
+    internal static Tensor MarginOf(Func<Tensor, Tensor> model, Tensor images, Tensor labels, AttackMonitor? monitor)
     {
         using var scope = NewDisposeScope();
         var logits = model(images);
@@ -206,7 +213,7 @@ public static class Square
     }
 
     /// <summary>Independent +-1 with probability 1/2 each, of the given shape.</summary>
-    static Tensor RandomSigns(long[] shape, Generator? generator, Device device, ScalarType dtype)
+    internal static Tensor RandomSigns(long[] shape, Generator? generator, Device device, ScalarType dtype)
     {
         using var scope = NewDisposeScope();
         return (rand(shape, generator: generator, device: device).lt(0.5).to_type(dtype) * 2 - 1).MoveToOuterDisposeScope();

@@ -76,7 +76,8 @@ public sealed record TransferSet(string Path, TransferSetSpec Spec, Tensor Image
         if (!Labels.narrow(0, 0, n).eq(data.Labels.cpu()).all().item<bool>())
             Refuse("its labels differ from the evaluated points' (other points, or another order)", "make the set on the same points");
         var worst = Projection.NormOf(images - data.Images.cpu(), threat.Norm).max().item<float>();
-        if (worst > threat.Eps + 1e-5)
+        // Float32 rounding tolerance, relative for the large eps of L1 and L2 (an L1 distance sums hundreds of rounded pixels).
+        if (worst > threat.Eps + 1e-5 * Math.Max(1, threat.Eps))
             Refuse($"its images are not within {threat} of the evaluated points (largest distance {worst:G4})", "make the set on the same points");
         return images.clone().MoveToOuterDisposeScope();
     }

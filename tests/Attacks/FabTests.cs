@@ -156,6 +156,7 @@ public class FabTests
     [Theory]
     [InlineData(Norm.L2)]
     [InlineData(Norm.Linf)]
+    [InlineData(Norm.L1)]
     public void ProjectionsAreNoLongerThanAnyFeasiblePointOnABruteForceGrid(Norm norm)
     {
         using var scope = NewDisposeScope();

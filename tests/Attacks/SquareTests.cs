@@ -116,7 +116,8 @@ public class SquareTests
         Assert.Equal("PInit", pInit.ParamName);
         var restarts = Assert.Throws<ArgumentOutOfRangeException>(() => Square.Attack(model, x, y, new SquareSettings(Threat.Linf(0.1), NRestarts: 0)));
         Assert.Equal("NRestarts", restarts.ParamName);
-        Assert.Throws<ArgumentException>(() => Square.Attack(model, x, y, new SquareSettings(Threat.L2(0.5))));
+        // L2 and L1 are implemented (SquareNormsTests); an undefined norm is rejected by name.
+        Assert.Equal("Norm", Assert.Throws<ArgumentOutOfRangeException>(() => Square.Attack(model, x, y, new SquareSettings(new Threat((Norm)7, 0.5)))).ParamName);
     }
 
     [Fact]

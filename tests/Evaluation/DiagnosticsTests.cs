@@ -89,7 +89,9 @@ public class DiagnosticsTests
     {
         Assert.Equal(["apgd-ce", "apgd-t", "fab-t", "square"], AutoAttack.Standard(Threat.Linf(0.1)).Select(a => a.Name));
         Assert.Equal(["apgd-ce", "apgd-dlr"], AutoAttack.Rand(Threat.Linf(0.1)).Select(a => a.Name));
-        Assert.Throws<NotSupportedException>(() => AutoAttack.Standard(Threat.L2(0.5)));
+        Assert.Equal(["apgd-ce", "apgd-t", "fab-t", "square"], AutoAttack.Standard(Threat.L2(0.5)).Select(a => a.Name));
+        Assert.Equal(["apgd-ce", "apgd-t", "fab-t", "square"], AutoAttack.Standard(Threat.L1(10)).Select(a => a.Name));
+        Assert.Equal(["apgd-ce", "apgd-dlr"], AutoAttack.Rand(Threat.L1(10)).Select(a => a.Name));
         var e = Assert.Throws<ArgumentException>(() => AutoAttack.Custom(["apgd-xx"], Threat.Linf(0.1)));
         Assert.Contains("unknown attack 'apgd-xx'", e.Message);
     }
