@@ -146,7 +146,7 @@ public static class CarsoProtocol
             Diagnostics.ZeroGradients(monitor),
             Diagnostics.StalledAttacks(monitor),
             Diagnostics.NonFiniteOutputs(result),
-            Diagnostics.LargeEpsAboveChance(large.WorstCase, settings.LargeEps, chance, slack: 0.05),
+            Diagnostics.LargeEpsAboveChance(large.WorstCase, settings.LargeEps, chance, slack: 0.05, norm: result.Threat.Norm),
             squareWarning,
             !carso.Settings.Deterministic && disagreement == 0 ? "the sampled defence gave identical outputs on passes with different generators: is the latent sampled?" : null,
         }.OfType<string>().ToArray();
