@@ -183,7 +183,8 @@ public static class Diagnostics
         if (!monotoneEps)
             warnings.Add("robust accuracy rises with eps somewhere: " + string.Join(", ", epsCurve.Select(p => $"eps {p.Budget:G3}: {100 * p.Robust.Value:F1}%")));
 
-        var iterationCurve = Curve(model, subset, threat, [1, 10, iterations], k => (threat, attackAt(threat, (int)k)), seed, batchSize, device);
+        var iterationCurve = Curve(model, subset, threat, new double[] { 1, 10, iterations }.Distinct().Order(), // increasing, whatever the budget
+            k => (threat, attackAt(threat, (int)k)), seed, batchSize, device);
         var monotoneIterations = NonIncreasing(iterationCurve);
         if (!monotoneIterations)
             warnings.Add("robust accuracy rises with attack iterations somewhere: " +
