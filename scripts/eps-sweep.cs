@@ -25,16 +25,16 @@ if (!withCarso) Console.WriteLine($"{settings.Norm}: the {settings.Norm} PGD-AT 
 
 // ---- the variants: per eps the classifier, then (Linf) CARSO after transfer of its examples ------------------
 var classifierAttacks = $"APGD-CE + APGD-T; {Budget.Describe(settings.ClassifierAttacks, new AutoAttackSettings())}";
-var variants = settings.Eps.SelectMany(eps => new[]
-{
-    new Variant($"eps {eps}", withCarso ? classifierAttacks : $"{settings.Norm} threat, the {settings.Norm} PGD-AT classifier ({classifierPath}); {classifierAttacks}", context =>
+Variant ClassifierAt(double eps) =>
+    new($"eps {eps}", withCarso ? classifierAttacks : $"{settings.Norm} threat, the {settings.Norm} PGD-AT classifier ({classifierPath}); {classifierAttacks}", context =>
     {
         var threat = ThreatAt(eps);
         var classifier = Committed.Classifier(context.Device, classifierPath);
         return new VariantModel(Carso.Models.StochasticModels.Fixed(classifier.call), new Protocol("classifier", threat, eps == 0 ? [] :
             [new AttackFamily("apgd-ce+apgd-t", classifierAttacks, m => AutoAttack.Custom([AutoAttack.ApgdCeName, AutoAttack.ApgdTName], threat, settings.ClassifierAttacks, m))]));
-    }, X: eps, Series: "classifier"),
-    new Variant($"eps {eps}", "the CARSO protocol (budget above) after transfer of the classifier's examples at this eps", context =>
+    }, X: eps, Series: "classifier");
+Variant CarsoAt(double eps) =>
+    new($"eps {eps}", "the CARSO protocol (budget above) after transfer of the classifier's examples at this eps", context =>
     {
         var threat = ThreatAt(eps);
         var carso = Committed.Carso(context.Device, settings.Defence);
@@ -43,8 +43,8 @@ var variants = settings.Eps.SelectMany(eps => new[]
             (int)context.Attacked.Count, "SmallCnn", "", "eps-sweep"), examples, context.Attacked.Labels);
         return new VariantModel(carso.AsModel(), eps == 0 ? new Protocol("carso", threat, []) : CarsoProtocol.Build(carso, threat,
             context.Budget.Attacks with { PgdStepSize = settings.PgdStepFactor * eps }, transfer));
-    }, X: eps),
-}.Take(withCarso ? 2 : 1)).ToArray();
+    }, X: eps);
+var variants = settings.Eps.SelectMany(eps => withCarso ? new[] { ClassifierAt(eps), CarsoAt(eps) } : [ClassifierAt(eps)]).ToArray();
 
 // ---- run, record, figures -------------------------------------------------------------------------------
 Ablation.Run(run, settings, run.SeedOverride ?? settings.Budget.Seed, $"Robust accuracy vs {settings.Norm} eps" +
