@@ -23,7 +23,9 @@ namespace Carso.Evaluation;
 /// sampling noise, so no EOT needed and the gradient of the representation path is exact), judged by the sampled defence.</param>
 /// <param name="SquareQueries">Square (black-box) queries against the defence itself; 0 skips it. A black-box attack that
 /// breaks more points than the white-box ones signals gradient masking.</param>
-/// <param name="LargeEps">Diagnostics: accuracy at this eps under APGD-CE+EOT must fall to chance or below.</param>
+/// <param name="LargeEps">Diagnostics: accuracy at this eps (in the threat's norm) under APGD-CE+EOT must fall to chance or below. The
+/// default 0.5 is a Linf budget (half the pixel range), as the CARSO evaluations are Linf (the purifier is Linf-trained);
+/// set it for another norm (e.g. L2 7.5 on 28x28 images, see scripts/eval-autoattack-l2.cs).</param>
 /// <param name="LargeEpsIterations">APGD iterations of the large-eps check (with EOT 2: it needs no precision).</param>
 /// <param name="EndToEnd">Whether the paper's families run (AutoAttack rand and PGD+EOT end to end through the defence's own
 /// aggregation); false keeps only the adaptive ones (e.g. through a surrogate, when the own aggregation saturates).</param>
@@ -146,7 +148,7 @@ public static class CarsoProtocol
             Diagnostics.ZeroGradients(monitor),
             Diagnostics.StalledAttacks(monitor),
             Diagnostics.NonFiniteOutputs(result),
-            Diagnostics.LargeEpsAboveChance(large.WorstCase, settings.LargeEps, chance, slack: 0.05),
+            Diagnostics.LargeEpsAboveChance(large.WorstCase, settings.LargeEps, chance, slack: 0.05, norm: result.Threat.Norm),
             squareWarning,
             !carso.Settings.Deterministic && disagreement == 0 ? "the sampled defence gave identical outputs on passes with different generators: is the latent sampled?" : null,
         }.OfType<string>().ToArray();

@@ -111,10 +111,11 @@ public static class Diagnostics
             : null);
     }
 
-    /// <summary>Accuracy at a budget that can turn any image into any other must be at chance or below.</summary>
-    public static string? LargeEpsAboveChance(Accuracy atLargeEps, double largeEps, double chance, double slack = 0) =>
+    /// <summary>Accuracy at a budget that can turn any image into any other must be at chance or below. norm: the budget's
+    /// norm, named in the warning (a large eps means different things in different norms).</summary>
+    public static string? LargeEpsAboveChance(Accuracy atLargeEps, double largeEps, double chance, double slack = 0, Norm? norm = null) =>
         atLargeEps.Value > chance + slack
-            ? $"accuracy at eps {largeEps} is {atLargeEps}, above chance ({100 * chance:F0}%): the attacks do not reach the model"
+            ? $"accuracy at {(norm is { } n ? $"{n} " : "")}eps {largeEps} is {atLargeEps}, above chance ({100 * chance:F0}%): the attacks do not reach the model"
             : null;
 
     /// <summary>Largest difference between the outputs of passes with different generators: 0 for a deterministic model.</summary>
@@ -133,11 +134,14 @@ public static class Diagnostics
     /// <summary>
     /// The AutoAttack checks of a deterministic classifier, in one report. data: the evaluated points; result: its
     /// evaluation (one family, e.g. AutoAttack standard); attackAt(threat, iterations): a strong white-box attack (APGD-CE)
-    /// for the eps and iteration curves and the large-eps check, run on the first checkPoints points.
+    /// for the eps and iteration curves and the large-eps check, run on the first checkPoints points. largeEps: the large-eps
+    /// check's budget, in the result's norm (no default: what is large depends on the norm and the image size; e.g. Linf 0.5,
+    /// half the pixel range; L2 7.5 on 28x28 images, whose ball holds the Linf ball of 7.5 / 28 = 0.27). The eps curve is
+    /// 0, eps/4, eps/2, eps, 2 eps of the result's own threat, whatever its norm.
     /// </summary>
     public static DiagnosticsReport Run(
         Func<Tensor, Tensor> model, Dataset data, ProtocolResult result, Func<Threat, int, NamedAttack> attackAt,
-        string? squareName = "square", double largeEps = 0.5, int checkPoints = 200, long seed = 0, int batchSize = 500,
+        double largeEps, string? squareName = "square", int checkPoints = 200, long seed = 0, int batchSize = 500,
         Device? device = null, int iterations = 100)
     {
         device ??= CPU;
@@ -163,7 +167,7 @@ public static class Diagnostics
         var threat = result.Threat;
         (Threat, NamedAttack) AtEps(double e) => (threat with { Eps = e }, attackAt(threat with { Eps = e }, iterations));
         var large = Curve(model, subset, threat, [largeEps], AtEps, seed, batchSize, device)[0];
-        var largeWarning = LargeEpsAboveChance(large.Robust, largeEps, chance);
+        var largeWarning = LargeEpsAboveChance(large.Robust, largeEps, chance, norm: threat.Norm);
         warnings.Add(largeWarning);
 
         var stages = result.Families.SelectMany(f => f.Stages).ToArray();
@@ -179,7 +183,8 @@ public static class Diagnostics
         if (!monotoneEps)
             warnings.Add("robust accuracy rises with eps somewhere: " + string.Join(", ", epsCurve.Select(p => $"eps {p.Budget:G3}: {100 * p.Robust.Value:F1}%")));
 
-        var iterationCurve = Curve(model, subset, threat, [1, 10, iterations], k => (threat, attackAt(threat, (int)k)), seed, batchSize, device);
+        var iterationCurve = Curve(model, subset, threat, new double[] { 1, 10, iterations }.Distinct().Order(), // increasing, whatever the budget
+            k => (threat, attackAt(threat, (int)k)), seed, batchSize, device);
         var monotoneIterations = NonIncreasing(iterationCurve);
         if (!monotoneIterations)
             warnings.Add("robust accuracy rises with attack iterations somewhere: " +

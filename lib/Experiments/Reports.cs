@@ -15,8 +15,10 @@ public static class Reports
         {
             ["datasets"] = Gallery.FiguresOf,
             ["train-classifier"] = TrainingReports.Classifier,
+            ["train-classifier-l2"] = TrainingReports.Classifier,
             ["train-carso"] = r => [.. TrainingReports.Purifier(r), .. Gallery.FiguresOf(r)],
             ["eval-autoattack"] = EvalAutoAttackReport.Figures,
+            ["eval-autoattack-l2"] = EvalAutoAttackReport.Figures,
             ["eval-carso"] = EvalCarsoReport.Figures,
             ["quickstart"] = r => [.. QuickstartReport.Figures(r), .. Gallery.FiguresOf(r)],
             ["bench"] = BenchReport.Figures,

@@ -96,7 +96,7 @@ public sealed record CommandLine(
         if (settings is not null)
         {
             lines.Add("");
-            lines.Add($"settings (the Settings record at the end of scripts/{script}.cs: edit and re-run), with their defaults:");
+            lines.Add($"settings (their values are at the top of scripts/{script}.cs: edit and re-run), with their defaults:");
             lines.AddRange(SettingLines(settings).Select(l => "  " + l));
         }
         lines.Add("");

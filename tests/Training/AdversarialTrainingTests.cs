@@ -163,6 +163,20 @@ public class AdversarialTrainingTests
     }
 
     [Fact]
+    public void TheL2RecipeIsTheLinfOneAtL2Eps15With10StepsOf25EpsOver10()
+    {
+        var linf = AdversarialTrainingSettings.FashionMnistPgdAt;
+        var l2 = AdversarialTrainingSettings.FashionMnistPgdAtL2;
+        Assert.Equal(Threat.L2(1.5), l2.Threat);
+        Assert.Equal(10, l2.AttackSteps);
+        Assert.Equal(0.375, l2.TrainingPgd.Alpha, 12);
+        Assert.Equal(Norm.L2, l2.EvalPgd.Threat.Norm);
+        // Everything else is the Linf recipe's.
+        Assert.Equal(linf with { Threat = l2.Threat, AttackSteps = l2.AttackSteps }, l2);
+        Assert.Equal(0.05, linf.TrainingPgd.Alpha, 12); // 2.5 * 0.1 / 5, unchanged
+    }
+
+    [Fact]
     public void CatastrophicOverfittingIsAPgdAccuracyCollapseBelowTheBest()
     {
         Assert.False(AdversarialTraining.IsCatastrophicOverfitting([], 0.0, 20));
