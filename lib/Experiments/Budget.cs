@@ -24,8 +24,10 @@ public static class Budget
         var departures = new List<Departure>();
         foreach (var property in used.GetType().GetProperties(BindingFlags.Public | BindingFlags.Instance))
         {
-            // Settings only: properties a caller can set (positional or init); computed ones follow from them.
-            if (property.GetIndexParameters().Length > 0 || property.SetMethod is null || property.Name == "EqualityContract") continue;
+            // Settings only: properties a caller can set (positional or init); computed ones follow from them. An anonymous
+            // object (`new { settings.Points, settings.Protocol }`) has get-only properties, all of them settings.
+            if (property.GetIndexParameters().Length > 0 || property.Name == "EqualityContract" ||
+                (property.SetMethod is null && !IsAnonymous(used.GetType()))) continue;
             var (a, b) = (property.GetValue(used), property.GetValue(published));
             var name = prefix + property.Name;
             if (a is not null && b is not null && IsRecord(a.GetType()) && a.GetType() == b.GetType())
@@ -47,6 +49,9 @@ public static class Budget
     }
 
     static bool IsRecord(Type t) => t.GetMethod("<Clone>$") is not null;
+
+    static bool IsAnonymous(Type t) => t.Name.Contains("AnonymousType") &&
+        t.IsDefined(typeof(System.Runtime.CompilerServices.CompilerGeneratedAttribute), false);
 
     static string Format(object? value) => value switch
     {
