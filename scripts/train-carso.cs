@@ -47,7 +47,8 @@ Console.WriteLine($"purifier: {purifier.parameters().Sum(p => p.numel())} parame
 var clock = System.Diagnostics.Stopwatch.StartNew();
 var result = PurifierTraining.Train(classifier, settings.Layers, purifier, train, validation, settings.Training,
     run.Output("checkpoint"), run.Log, run.Progress.Steps("epoch (batches)"), run.Device);
-var trainingSeconds = clock.Elapsed.TotalSeconds;
+// Training time over every epoch (a resumed run's earlier sessions included); this process's share separately.
+var (trainingSeconds, processSeconds) = (result.History.Sum(e => e.Seconds), clock.Elapsed.TotalSeconds);
 var purifierPath = run.Output("purifier-smallcnn-fmnist.safetensors");
 PurifierCheckpoint.Save(purifierPath, purifier, PurifierSpec.For(classifier, settings.Layers, [1, 28, 28], settings.Purifier));
 Console.WriteLine($"purifier: {purifierPath}");
@@ -69,7 +70,8 @@ Console.WriteLine($"test accuracy on PGD-{pgd.Steps} ({pgd.Threat}, step {pgd.Al
                   $"classifier {classifierPgd}, CARSO {defendedPgd}");
 Console.WriteLine("(transfer from the classifier only: the end-to-end and adaptive attacks are in scripts/eval-carso.cs)");
 var peakMiB = ProcessStats.PeakRssMiB();
-Console.WriteLine($"training time {trainingSeconds:F0} s, peak memory {peakMiB:F0} MiB");
+Console.WriteLine($"training time {trainingSeconds:F0} s over {result.History.Count} epochs ({result.History.Sum(e => e.AdversarialSeconds):F0} s of it making adversarial sets; " +
+                  $"{processSeconds:F0} s in this process), peak memory {peakMiB:F0} MiB");
 
 // ---- gallery: inputs and purified samples (stored in the record; figures are drawn from it) ----------
 Gallery reconstructions;
@@ -105,6 +107,8 @@ var record = run.Finish(settings, seed, new
     cleanAccuracyToll = classifierClean.Value - defendedClean.Value,
     testPgd = pgd,
     trainingSeconds,
+    adversarialSetSeconds = result.History.Sum(e => e.AdversarialSeconds),
+    processSeconds,
     peakMemoryMiB = peakMiB,
     resumed = result.Resumed,
     epochs = result.History,
