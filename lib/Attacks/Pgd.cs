@@ -96,7 +96,9 @@ public static class Pgd
                 throw new NotSupportedException("PGD per-example eps: Linf and L2 only (the L1 ball-and-box projection takes one eps)");
             var alpha = Rows(stepSize, nameof(stepSize))
                         ?? (epsRows is not null && settings.StepSize is null ? epsRows * (2.5 / Math.Max(1, settings.Steps)) : null);
-            return new Budgets(epsRows, alpha?.view(-1, 1, 1, 1));
+            var alphaRows = alpha?.view(-1, 1, 1, 1);
+            if (alpha is not null && !ReferenceEquals(alpha, epsRows)) alpha.Dispose(); // the view holds its storage
+            return new Budgets(epsRows, alphaRows);
         }
 
         public void Dispose() { Eps?.Dispose(); Alpha?.Dispose(); }
