@@ -17,7 +17,7 @@ var run = ScriptRun.Start(settings, args, allowExtraArgs: true);
 for (var i = 0; i < run.ExtraArgs.Count; i += 2)
 {
     var option = run.ExtraArgs[i];
-    if (option is not ("--batch-sizes" or "--apgd-points" or "--memory-iterations"))
+    if (option is not ("--batch-sizes" or "--apgd-points" or "--memory-iterations" or "--mixed-batch-pair"))
         throw new UsageException($"unknown option '{option}'; the options are {CommandLine.OptionsLine} | {Settings.BenchOptions}");
     if (i + 1 >= run.ExtraArgs.Count) throw new UsageException($"{option} needs a value");
     var value = run.ExtraArgs[i + 1];
@@ -30,6 +30,7 @@ for (var i = 0; i < run.ExtraArgs.Count; i += 2)
             MixedBatchSizes = [value.Split(',').Select(b => PositiveInt(option, b)).Min()],
         },
         "--apgd-points" => settings with { ApgdPoints = PositiveInt(option, value) },
+        "--mixed-batch-pair" => settings with { MixedBatchPairRounds = PositiveInt(option, value) },
         _ => settings with { MemoryIterations = PositiveInt(option, value) },
     };
 }
@@ -64,6 +65,12 @@ using (var fullTest = FashionMnist.Load(Split.Test, dataFolder)) test = fullTest
 var images = test.Images.to(run.Device);
 var labels = test.Labels.to(run.Device);
 Console.WriteLine($"data: the first {points} Fashion-MNIST test images ({dataFolder})");
+
+if (settings.MixedBatchPairRounds > 0)
+{
+    MixedBatchPair.Run(classifier, layers, trainee, images, labels, settings);
+    return;
+}
 
 // ---- memory: the hot loop of APGD-EOT on end-to-end CARSO, first (so the peak is the loop's own) ----
 using var latentGenerator = Seeds.Generator(seed, "bench/latents", run.Device); // CARSO's latents: explicit randomness
@@ -161,10 +168,73 @@ var record = run.Finish(settings, seed, new
 });
 foreach (var (name, figure) in BenchReport.Figures(record)) run.SaveFigure(figure, name);
 
+/// <summary>
+/// The purifier's training step with its attacks, before and after batching the attacks: variants timed in one process,
+/// round by round, the order rotating each round (the machine is shared: only such paired figures compare). Per round and
+/// variant: wall time and this process's CPU time; ratios are medians of per-round ratios to "separate".
+/// </summary>
+static class MixedBatchPair
+{
+    public static void Run(Carso.Models.SmallCnn classifier, IReadOnlyList<string> layers, Purifier trainee, Tensor images, Tensor labels, Settings settings)
+    {
+        var threat = Threat.Linf(settings.Eps);
+        var training = new PurifierTrainingSettings { Threat = threat, PgdSteps = settings.MixedBatchPgdSteps };
+        classifier.eval();
+        using var optimizer = new Lookahead(optim.Adam(trainee.parameters(), training.LearningRate), trainee.parameters(), training.Lookahead);
+        var process = Process.GetCurrentProcess();
+        foreach (var b in settings.BatchSizes)
+        {
+            var (x, y) = (images.narrow(0, 0, b), labels.narrow(0, 0, b));
+            var adversarial = (int)Math.Round(b * training.AdversarialFraction);
+            using var allEps = full([adversarial], settings.Eps);
+            var variants = new (string Name, Func<Generator, Tensor> Mixed)[]
+            {
+                ("separate (4 calls, a4f09db)", g => PurifierTraining.MixedBatchSeparate(classifier.call, x, y, training, g)),
+                ("batched (2 calls)", g => PurifierTraining.MixedBatch(classifier.call, x, y, training, g)),
+                ("one call, all rows PGD (timing only)", g => cat([Pgd.Attack(classifier.call, x.narrow(0, 0, adversarial), y.narrow(0, 0, adversarial),
+                    new PgdSettings(threat, training.PgdSteps, training.PgdStepSize), g, eps: allEps), x.narrow(0, adversarial, b - adversarial)])),
+            };
+            var wall = variants.Select(_ => new List<double>()).ToArray();
+            var cpu = variants.Select(_ => new List<double>()).ToArray();
+            for (var round = -1; round < settings.MixedBatchPairRounds; round++) // round -1: warm-up, untimed
+                for (var j = 0; j < variants.Length; j++)
+                {
+                    var v = (j + Math.Max(0, round)) % variants.Length;
+                    using var scope = NewDisposeScope();
+                    using var g = new Generator((ulong)(round + 1));
+                    process.Refresh();
+                    var cpu0 = process.TotalProcessorTime;
+                    var clock = Stopwatch.StartNew();
+                    PurifierTraining.Step(classifier, layers, trainee, optimizer, x, variants[v].Mixed(g), 1.0);
+                    var seconds = clock.Elapsed.TotalSeconds;
+                    process.Refresh();
+                    if (round < 0) continue;
+                    wall[v].Add(seconds);
+                    cpu[v].Add((process.TotalProcessorTime - cpu0).TotalSeconds);
+                }
+            static double Median(IEnumerable<double> values) { var a = values.Order().ToArray(); return a.Length % 2 == 1 ? a[a.Length / 2] : (a[a.Length / 2 - 1] + a[a.Length / 2]) / 2; }
+            Console.WriteLine($"batch {b}, PGD-{training.PgdSteps}, adversarial fraction {training.AdversarialFraction}, {settings.MixedBatchPairRounds} rounds, threads {get_num_threads()}:");
+            Console.WriteLine($"  {"variant",-38} {"img/s wall (min-max)",-22} {"img/s CPU",-10} {"ratio wall (min-max)",-22} ratio CPU");
+            for (var v = 0; v < variants.Length; v++)
+            {
+                var rw = wall[v].Zip(wall[0], (s, s0) => s0 / s).ToArray();
+                var rc = cpu[v].Zip(cpu[0], (s, s0) => s0 / s).ToArray();
+                Console.WriteLine($"  {variants[v].Name,-38} {$"{b / Median(wall[v]):F0} ({b / wall[v].Max():F0}-{b / wall[v].Min():F0})",-22} " +
+                                  $"{b / Median(cpu[v]),-10:F0} {$"{Median(rw):F2} ({rw.Min():F2}-{rw.Max():F2})",-22} {Median(rc):F2}");
+            }
+        }
+    }
+}
+
 /// <summary>Settings: edit and re-run.</summary>
 record Settings
 {
-    public const string BenchOptions = "--batch-sizes B[,B] | --apgd-points N | --memory-iterations N";
+    public const string BenchOptions = "--batch-sizes B[,B] | --apgd-points N | --memory-iterations N | --mixed-batch-pair ROUNDS";
+    /// <summary>--mixed-batch-pair ROUNDS: only the purifier's training step with its attacks, the four separate attack calls
+    /// (PurifierTraining.MixedBatchSeparate, commit a4f09db's MixedBatch) against the batched MixedBatch (and, timing only,
+    /// one PGD call over all the adversarial rows), interleaved round by round in one process at each batch size; prints the
+    /// table and writes nothing else. 0: the full benchmark.</summary>
+    public int MixedBatchPairRounds { get; init; } = 0;
     public string Classifier { get; init; } = Committed.ClassifierPath;
     public string Purifier { get; init; } = Committed.PurifierPath;
     public int[] BatchSizes { get; init; } = [128, 512];

@@ -189,7 +189,7 @@ public static class Apgd
 
     /// <summary>
     /// APGD's starting point: Linf x + eps * t / ||t||_inf with t ~ U[-1, 1]; L2 x + eps * t / ||t||_2 with
-    /// t ~ N(0, I); then clipped to [0, 1]. L1: x + P(t), t ~ N(0, I), P the joint L1-ball and box projection. (On the sphere of radius eps, unlike <see cref="Projection.RandomStart"/>,
+    /// t ~ N(0, I); then clipped to [0, 1]. L1: x + P(t), t ~ N(0, I), P the joint L1-ball and box projection. (On the sphere of radius eps, unlike <see cref="Projection.RandomStart(Tensor, Threat, Generator?)"/>,
     /// which samples the whole ball for PGD.) x: [B, C, H, W] -> [B, C, H, W].
     /// </summary>
     public static Tensor RandomStart(Tensor x, Threat threat, Generator? generator = null)

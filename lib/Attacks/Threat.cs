@@ -48,6 +48,23 @@ public static class Projection
         return (x + delta).clamp(0, 1).MoveToOuterDisposeScope();
     }
 
+    /// <summary>P with a per-example radius: projects row i of xAdv [B, C, H, W] onto the eps[i]-ball around x[i] in the
+    /// norm (Linf or L2), then onto [0, 1]. eps: [B], in xAdv's dtype and device. Row i equals
+    /// <see cref="Project(Tensor, Tensor, Threat)"/> at Eps = eps[i] (Linf exactly; L2 up to float rounding).</summary>
+    public static Tensor Project(Tensor xAdv, Tensor x, Norm norm, Tensor eps)
+    {
+        using var scope = NewDisposeScope();
+        var delta = xAdv - x;
+        var radius = eps.view(-1, 1, 1, 1);
+        delta = norm switch
+        {
+            Norm.Linf => minimum(maximum(delta, -radius), radius),
+            Norm.L2 => delta * (eps / (NormOf(delta, Norm.L2) + 1e-12)).clamp_max(1.0).view(-1, 1, 1, 1),
+            _ => throw new NotSupportedException($"per-example eps: Linf and L2 only, got {norm}"),
+        };
+        return (x + delta).clamp(0, 1).MoveToOuterDisposeScope();
+    }
+
     /// <summary>
     /// The Euclidean projection of a perturbation onto {d : ||d||_1 &lt;= eps, 0 &lt;= x + d &lt;= 1}, per image,
     /// batched (APGD-L1's projection, Croce &amp; Hein 2021). delta, x: [B, ...] with x in [0, 1]; returns the projected
@@ -131,6 +148,33 @@ public static class Projection
         }
         // Linf and L2 deltas lie in the ball already; an L1 delta needs the joint projection to stay in it inside the box.
         return (threat.Norm == Norm.L1 ? x + L1BallAndBox(delta, x, threat.Eps) : x + delta).clamp(0, 1).MoveToOuterDisposeScope();
+    }
+
+    /// <summary><see cref="RandomStart(Tensor, Threat, Generator?)"/> with a per-example radius eps [B] (Linf or L2), clipped to
+    /// [0, 1]. x: [B, C, H, W]. Linf draws exactly what the scalar form draws (one uniform per pixel, in row order), so on
+    /// the CPU generator one call over consecutive groups of rows draws what one call per group, in order, drew. L2 draws
+    /// all directions, then all radii: the same distribution as per-group calls, not the same numbers.</summary>
+    public static Tensor RandomStart(Tensor x, Norm norm, Tensor eps, Generator? generator = null)
+    {
+        using var scope = NewDisposeScope();
+        var radius = eps.view(-1, 1, 1, 1);
+        Tensor delta;
+        switch (norm)
+        {
+            case Norm.Linf:
+                delta = (rand(x.shape, generator: generator, device: x.device) * 2 - 1) * radius;
+                break;
+            case Norm.L2:
+            {
+                var direction = randn(x.shape, generator: generator, device: x.device);
+                direction /= NormOf(direction, Norm.L2).view(-1, 1, 1, 1) + 1e-12;
+                var d = x[0].numel();
+                delta = direction * (rand(x.shape[0], generator: generator, device: x.device).pow(1.0 / d).view(-1, 1, 1, 1) * radius);
+                break;
+            }
+            default: throw new NotSupportedException($"per-example eps: Linf and L2 only, got {norm}");
+        }
+        return (x + delta).clamp(0, 1).MoveToOuterDisposeScope();
     }
 
     /// <summary>The fraction of pixels an L1 ascent step moves (<see cref="AscentDirection"/>): APGD-L1's starting sparsity.</summary>

@@ -162,15 +162,57 @@ public static class PurifierTraining
     /// in four equal parts (FGSM and PGD at AttackEpsLow and AttackEpsHigh times eps: by default FGSM eps/2, FGSM eps,
     /// PGD eps/2, PGD eps), the rest clean. x: [B,C,H,W], y: [B].
     /// The PGD random starts come from <paramref name="generator"/> (torch's global one when null).
+    /// Two attack calls with per-example eps (<see cref="Pgd.Attack"/>'s eps and stepSize): one FGSM step over both FGSM
+    /// parts (step = each row's eps, no random start), one PGD call over both PGD parts (a single call over all four would
+    /// spend PgdSteps steps on the FGSM rows too). The result is <see cref="MixedBatchSeparate"/>'s (the four calls),
+    /// up to float rounding of the classifier's batched gradient; for Linf the random starts are the same numbers (the PGD
+    /// parts draw one uniform per pixel in row order, as the two separate calls did; on the CPU generator).
     /// </summary>
     public static Tensor MixedBatch(Func<Tensor, Tensor> classifier, Tensor x, Tensor y, PurifierTrainingSettings settings, Generator? generator = null)
     {
         using var scope = NewDisposeScope();
         var b = (int)x.shape[0];
+        var (adversarial, bounds, low, high) = Parts(b, settings);
+        var parts = new List<Tensor>();
+        // Rows [bounds[k], bounds[k + 2]) with the budget of part k (low) or k + 1 (high): k = 0 FGSM, k = 2 PGD.
+        Tensor Budget(int k) => cat([
+            full([bounds[k + 1] - bounds[k]], low.Eps, dtype: x.dtype, device: x.device),
+            full([bounds[k + 2] - bounds[k + 1]], high.Eps, dtype: x.dtype, device: x.device)]);
+        var fgsm = bounds[2] - bounds[0];
+        if (fgsm > 0)
+        {
+            var eps = Budget(0);
+            parts.Add(Fgsm.Attack(classifier, x.narrow(0, bounds[0], fgsm), y.narrow(0, bounds[0], fgsm),
+                new FgsmSettings(settings.Threat, RandomStart: false), generator, eps: eps, stepSize: eps));
+        }
+        var pgd = bounds[4] - bounds[2];
+        if (pgd > 0)
+            parts.Add(Pgd.Attack(classifier, x.narrow(0, bounds[2], pgd), y.narrow(0, bounds[2], pgd),
+                new PgdSettings(settings.Threat, settings.PgdSteps, settings.PgdStepSize), generator, eps: Budget(2)));
+        if (b > adversarial) parts.Add(x.narrow(0, adversarial, b - adversarial));
+        return cat(parts).detach().MoveToOuterDisposeScope();
+    }
+
+    /// <summary>The adversarial rows of a batch of b, the bounds of its four parts [5] (FGSM low, FGSM high, PGD low, PGD high:
+    /// part k is rows [bounds[k], bounds[k + 1])), and the two budgets.</summary>
+    static (int Adversarial, int[] Bounds, Threat Low, Threat High) Parts(int b, PurifierTrainingSettings settings)
+    {
         var adversarial = (int)Math.Round(b * settings.AdversarialFraction);
         var bounds = Enumerable.Range(0, 5).Select(i => adversarial * i / 4).ToArray();
-        var (low, high) = (settings.Threat with { Eps = settings.Threat.Eps * settings.AttackEpsLow },
+        return (adversarial, bounds, settings.Threat with { Eps = settings.Threat.Eps * settings.AttackEpsLow },
             settings.Threat with { Eps = settings.Threat.Eps * settings.AttackEpsHigh });
+    }
+
+    /// <summary>
+    /// <see cref="MixedBatch"/> as four separate attack calls, one per part (FGSM low, FGSM high, PGD low, PGD high), as
+    /// training made it before the batched form (commit a4f09db). Kept as the reference the batched form is tested and
+    /// benchmarked against. x: [B,C,H,W], y: [B].
+    /// </summary>
+    public static Tensor MixedBatchSeparate(Func<Tensor, Tensor> classifier, Tensor x, Tensor y, PurifierTrainingSettings settings, Generator? generator = null)
+    {
+        using var scope = NewDisposeScope();
+        var b = (int)x.shape[0];
+        var (adversarial, bounds, low, high) = Parts(b, settings);
         var attacks = new Func<Tensor, Tensor, Tensor>[]
         {
             (xs, ys) => Fgsm.Attack(classifier, xs, ys, new FgsmSettings(low, StepSize: low.Eps, RandomStart: false), generator),

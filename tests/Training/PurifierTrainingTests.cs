@@ -88,6 +88,49 @@ public class PurifierTrainingTests
             setup.Validation, settings with { Epochs = 3, FreeBits = 0.5 }, folder));
     }
 
+    [Theory]
+    [InlineData(32, 0.5, 0.5, 1.0)]
+    [InlineData(13, 0.4, 0.5, 1.0)]   // unequal parts: 5 adversarial rows cut 1, 1, 1, 2
+    [InlineData(24, 1.0, 2.0, 4.0)]
+    public void TheBatchedMixedBatchIsTheFourSeparateAttacksWithTheSameRandomStarts(int b, double fraction, double low, double high)
+    {
+        using var setup = new TinySetup();
+        using var scope = NewDisposeScope();
+        setup.Classifier.eval();
+        using var data = new Generator(21);
+        var x = rand([b, 1, 28, 28], generator: data);
+        var y = randint(10, [b], generator: data);
+        var settings = TinySettings with { Threat = Threat.Linf(0.05), AdversarialFraction = fraction, PgdSteps = 10, AttackEpsLow = low, AttackEpsHigh = high };
+        using var g1 = new Generator(9);
+        var batched = PurifierTraining.MixedBatch(setup.Classifier.call, x, y, settings, g1);
+        using var g2 = new Generator(9);
+        var separate = PurifierTraining.MixedBatchSeparate(setup.Classifier.call, x, y, settings, g2);
+        var diff = (batched - separate).abs().max().item<float>();
+        Assert.True(diff <= 1e-5, $"batched vs the four separate calls: max |diff| {diff}");
+        // Both generators drew the same numbers: the next draw agrees.
+        Assert.True(rand([4], generator: g1).eq(rand([4], generator: g2)).all().item<bool>(), "same number of draws");
+    }
+
+    [Fact]
+    public void TheAdversarialSetIsTheSeparateAttacksBatchByBatch()
+    {
+        using var setup = new TinySetup();
+        setup.Classifier.eval();   // as Train has it
+        var settings = TinySettings with { AdversarialFraction = 0.5, PgdSteps = 5 };
+        using var set = PurifierTraining.AdversarialSet(setup.Classifier.call, setup.Train, settings, epoch: 1, CPU);
+        using var order = Carso.Data.DatasetOps.Permutation(16, Carso.Runtime.Seeds.Derive(settings.Seed, "purifier-training/shuffle", 1));
+        for (var b = 0; b < 2; b++)
+        {
+            using var scope = NewDisposeScope();
+            var idx = order.narrow(0, b * 8, 8);
+            using var generator = Carso.Runtime.Seeds.Generator(settings.Seed, "purifier-training/mixed-batch", CPU, 1, b);
+            var separate = PurifierTraining.MixedBatchSeparate(setup.Classifier.call, setup.Train.Images.index_select(0, idx),
+                setup.Train.Labels.index_select(0, idx), settings, generator);
+            var diff = (set.index_select(0, idx) - separate).abs().max().item<float>();
+            Assert.True(diff <= 1e-5, $"batch {b}: max |diff| {diff}");
+        }
+    }
+
     [Fact]
     public void TheAdversarialSetIsTheEpochsBatchesEachAMixedBatchAndOtherPointsStayClean()
     {
