@@ -17,7 +17,7 @@ var run = ScriptRun.Start(settings, args, allowExtraArgs: true);
 for (var i = 0; i < run.ExtraArgs.Count; i += 2)
 {
     var option = run.ExtraArgs[i];
-    if (option is not ("--batch-sizes" or "--apgd-points" or "--memory-iterations" or "--mixed-batch-pair"))
+    if (option is not ("--batch-sizes" or "--apgd-points" or "--memory-iterations" or "--mixed-batch-pair" or "--autoattack" or "--autoattack-stages"))
         throw new UsageException($"unknown option '{option}'; the options are {CommandLine.OptionsLine} | {Settings.BenchOptions}");
     if (i + 1 >= run.ExtraArgs.Count) throw new UsageException($"{option} needs a value");
     var value = run.ExtraArgs[i + 1];
@@ -31,6 +31,8 @@ for (var i = 0; i < run.ExtraArgs.Count; i += 2)
         },
         "--apgd-points" => settings with { ApgdPoints = PositiveInt(option, value) },
         "--mixed-batch-pair" => settings with { MixedBatchPairRounds = PositiveInt(option, value) },
+        "--autoattack" => settings with { AutoAttackPoints = PositiveInt(option, value) },
+        "--autoattack-stages" => settings with { AutoAttackStages = value.Split(',') },
         _ => settings with { MemoryIterations = PositiveInt(option, value) },
     };
 }
@@ -58,7 +60,7 @@ var (purifier, spec) = Committed.Purifier(classifier, run.Device, settings.Purif
 var (trainee, _) = PurifierCheckpoint.Load(purifierPath, classifier); // trained by the step benchmarks
 var layers = spec.LayerNames;
 var carso = new CarsoModel(classifier, purifier, layers);
-var points = Math.Max(settings.BatchSizes.Max(), settings.ApgdPoints);
+var points = settings.AutoAttackPoints > 0 ? settings.AutoAttackPoints : Math.Max(settings.BatchSizes.Max(), settings.ApgdPoints);
 var dataFolder = FashionMnist.Locate();
 Dataset test;
 using (var fullTest = FashionMnist.Load(Split.Test, dataFolder)) test = fullTest.Take(points);
@@ -66,6 +68,11 @@ var images = test.Images.to(run.Device);
 var labels = test.Labels.to(run.Device);
 Console.WriteLine($"data: the first {points} Fashion-MNIST test images ({dataFolder})");
 
+if (settings.AutoAttackPoints > 0)
+{
+    AutoAttackStages.Run(classifier, images, labels, settings, seed);
+    return;
+}
 if (settings.MixedBatchPairRounds > 0)
 {
     MixedBatchPair.Run(classifier, layers, trainee, images, labels, settings);
@@ -229,7 +236,14 @@ static class MixedBatchPair
 /// <summary>Settings: edit and re-run.</summary>
 record Settings
 {
-    public const string BenchOptions = "--batch-sizes B[,B] | --apgd-points N | --memory-iterations N | --mixed-batch-pair ROUNDS";
+    public const string BenchOptions = "--batch-sizes B[,B] | --apgd-points N | --memory-iterations N | --mixed-batch-pair ROUNDS | --autoattack N [--autoattack-stages a,b]";
+    /// <summary>--autoattack N: only AutoAttack standard (Linf, Eps) on the committed classifier and the first N test points,
+    /// stage by stage, each stage on the points still robust (one block, generators from (seed, stage)); prints each stage's
+    /// seconds and the per-point records (the stage that broke each point, the norms' sum) and writes nothing else. Run it as
+    /// two builds in turn (e.g. this commit against an earlier one) to compare stages. 0: the full benchmark.</summary>
+    public int AutoAttackPoints { get; init; } = 0;
+    /// <summary>--autoattack-stages: the stages to run, in AutoAttack's order (default all four); a stage left out breaks nothing.</summary>
+    public string[] AutoAttackStages { get; init; } = [AutoAttack.ApgdCeName, AutoAttack.ApgdTName, AutoAttack.FabTName, AutoAttack.SquareName];
     /// <summary>--mixed-batch-pair ROUNDS: only the purifier's training step with its attacks, the four separate attack calls
     /// (PurifierTraining.MixedBatchSeparate, commit a4f09db's MixedBatch) against the batched MixedBatch (and, timing only,
     /// one PGD call over all the adversarial rows), interleaved round by round in one process at each batch size; prints the
@@ -494,4 +508,50 @@ sealed class PyTorchReference(Process process, JsonObject ready) : IDisposable
         catch (InvalidOperationException) { }
         process.Dispose();
     }
+}
+
+/// <summary>--autoattack: AutoAttack standard stage by stage on the committed classifier, per-stage seconds and per-point records.</summary>
+static class AutoAttackStages
+{
+    public static void Run(SmallCnn classifier, Tensor images, Tensor labels, Settings settings, long seed)
+    {
+        classifier.eval();
+        Func<Tensor, Tensor> model = x => classifier.forward(x);
+        var threat = new Threat(Norm.Linf, settings.Eps);
+        var n = (int)images.shape[0];
+        bool[] robust;
+        using (no_grad()) robust = model(images).argmax(1).eq(labels).cpu().data<bool>().ToArray();
+        var brokenBy = Enumerable.Repeat(-1, n).ToArray();
+        var normSum = 0.0;
+        Console.WriteLine($"autoattack: {n} points, {robust.Count(r => r)} clean-correct, Linf eps {settings.Eps}, threads {get_num_threads()}, " +
+                          $"optimized build: {IsOptimized()}");
+        var attacks = AutoAttack.Standard(threat);
+        for (var stage = 0; stage < attacks.Count; stage++)
+        {
+            var attack = attacks[stage];
+            if (!settings.AutoAttackStages.Contains(attack.Name)) continue;
+            var points = Enumerable.Range(0, n).Where(i => robust[i]).ToArray();
+            if (points.Length == 0) break;
+            using var scope = NewDisposeScope();
+            using var generator = Seeds.Generator(seed, "bench-autoattack/" + attack.Name, images.device, 0);
+            var index = tensor(points.Select(i => (long)i).ToArray(), device: images.device);
+            var x = images.index_select(0, index);
+            var y = labels.index_select(0, index);
+            var clock = Stopwatch.StartNew();
+            var xAdv = attack.Run(model, x, y, generator).detach();
+            var seconds = clock.Elapsed.TotalSeconds;
+            bool[] fooled;
+            using (no_grad()) fooled = model(xAdv).argmax(1).ne(y).cpu().data<bool>().ToArray();
+            var norms = Projection.NormOf((xAdv - x).cpu(), threat.Norm).data<float>().ToArray();
+            for (var k = 0; k < points.Length; k++)
+                if (fooled[k]) { robust[points[k]] = false; brokenBy[points[k]] = stage; normSum += norms[k]; }
+            Console.WriteLine($"stage {attack.Name}: {seconds:F2} s, {points.Length} attacked, {fooled.Count(f => f)} broken, " +
+                              $"robust after {robust.Count(r => r)}/{n}");
+        }
+        Console.WriteLine($"records: {string.Join("", brokenBy.Select(b => b < 0 ? "." : b.ToString()))} norm-sum {normSum:R}");
+    }
+
+    static bool IsOptimized() =>
+        typeof(AutoAttack).Assembly.GetCustomAttributes(typeof(DebuggableAttribute), false).OfType<DebuggableAttribute>()
+            .All(a => !a.IsJITOptimizerDisabled);
 }

@@ -22,7 +22,7 @@ public sealed class SmallCnn : Module<Tensor, Tensor>
 
     readonly Conv2d conv1, conv2;
     readonly ReLU relu1, relu2, relu3;
-    readonly MaxPool2d pool1, pool2;
+    readonly ChannelsLastMaxPool pool1, pool2;
     readonly Flatten flatten;
     readonly Linear fc1, logits;
 
@@ -31,10 +31,10 @@ public sealed class SmallCnn : Module<Tensor, Tensor>
         Config = settings ?? new Settings();
         conv1 = Conv2d(1, Config.Channels1, 3, padding: 1);
         relu1 = ReLU();
-        pool1 = MaxPool2d(2);
+        pool1 = new ChannelsLastMaxPool(2);
         conv2 = Conv2d(Config.Channels1, Config.Channels2, 3, padding: 1);
         relu2 = ReLU();
-        pool2 = MaxPool2d(2);
+        pool2 = new ChannelsLastMaxPool(2);
         flatten = Flatten();
         fc1 = Linear(Config.Channels2 * 7 * 7, Config.Hidden);
         relu3 = ReLU();
@@ -50,5 +50,31 @@ public sealed class SmallCnn : Module<Tensor, Tensor>
         h = pool2.call(relu2.call(conv2.call(h)));
         h = relu3.call(fc1.call(flatten.call(h)));
         return logits.call(h).MoveToOuterDisposeScope();
+    }
+}
+
+/// <summary>
+/// Max pooling (kernel = stride = Size, no padding) with the same values, argmax positions (first maximum of each window)
+/// and gradients as nn.MaxPool2d, bit for bit, computed faster on CPU: libtorch's NCHW max-pool kernel walks one window
+/// at a time (20-40% of an attack's time on the committed classifier, perf), its channels-last kernel is vectorised over
+/// channels. Without a gradient the pooling runs on a channels-last copy (4-7x faster on [20, 32, 28, 28] with both layout
+/// copies counted). With one, the channels-last kernel only finds the argmax positions and the output gathers them from
+/// the input: the channels-last backward is slower than the NCHW one, the gather's backward (a scatter to distinct
+/// positions, the windows do not overlap) is fast and gives the same gradient as max pooling's.
+/// </summary>
+public sealed class ChannelsLastMaxPool(long size) : Module<Tensor, Tensor>(nameof(ChannelsLastMaxPool))
+{
+    public long Size { get; } = size;
+
+    /// <summary>[B, C, H, W] -> [B, C, H / Size, W / Size] (floor), contiguous.</summary>
+    public override Tensor forward(Tensor input)
+    {
+        using var scope = NewDisposeScope();
+        Tensor ChannelsLast() => input.detach().permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2);
+        if (!(input.requires_grad && is_grad_enabled()))
+            return nn.functional.max_pool2d(ChannelsLast(), Size).contiguous().MoveToOuterDisposeScope();
+        Tensor positions;
+        using (no_grad()) positions = nn.functional.max_pool2d_with_indices(ChannelsLast(), [Size, Size]).indices.contiguous();
+        return input.flatten(2).gather(2, positions.flatten(2)).view(positions.shape).MoveToOuterDisposeScope();
     }
 }

@@ -94,4 +94,26 @@ public class SmallCnnAndRepresentationTests
         layers[1][TensorIndex.Colon, 0].sum().backward();
         Assert.True(x.grad is { } g && g.abs().sum().item<float>() > 0, "the captured layer must be part of the graph");
     }
+
+    [Fact]
+    public void ChannelsLastMaxPoolMatchesMaxPool2dBitForBitInValuesAndGradientsWithTies()
+    {
+        using var scope = NewDisposeScope();
+        manual_seed(3);
+        // Coarse values make ties within windows common (first maximum wins in both); odd sizes drop the last row/column.
+        var data = (rand(5, 7, 13, 11) * 4).floor();
+        var pool = new ChannelsLastMaxPool(2);
+        var reference = data.detach().requires_grad_(true);
+        var ours = data.detach().requires_grad_(true);
+        var expected = nn.functional.max_pool2d(reference, 2);
+        var actual = pool.call(ours);
+        Assert.Equal(expected.shape, actual.shape);
+        Assert.True(actual.is_contiguous());
+        Assert.True(expected.eq(actual).all().item<bool>());
+        var upstream = randn(expected.shape);
+        var gExpected = autograd.grad([(expected * upstream).sum()], [reference])[0];
+        var gActual = autograd.grad([(actual * upstream).sum()], [ours])[0];
+        Assert.True(gExpected.eq(gActual).all().item<bool>());
+        using (no_grad()) Assert.True(pool.call(data).eq(expected.detach()).all().item<bool>());
+    }
 }
