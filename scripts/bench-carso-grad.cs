@@ -272,8 +272,8 @@ static class Candidates
             recon = m.Purifier.Decode(m.Latents(b, new Generator(1)), c).detach();
         }
         var z = m.Latents(b, new Generator(2));
-        var h1 = Block(m, ["conv1", "relu1", "pool1"], recon).detach();
-        var h2 = Block(m, ["conv2", "relu2", "pool2"], h1).detach();
+        var h1 = Block(m, ["conv1", "pool1", "relu1"], recon).detach();
+        var h2 = Block(m, ["conv2", "pool2", "relu2"], h1).detach();
         var stages = new (string Name, Func<Tensor> Input, Func<Tensor, Tensor> F)[]
         {
             ("representation+condition (B)", () => x, t => m.Purifier.Condition(Representation.Capture(m.Classifier, m.LayerNames, t).Layers)),
@@ -283,16 +283,16 @@ static class Candidates
             ("decode bf16 (B*N)", () => c.to(ScalarType.BFloat16), t => low.Purifier.Decode(z.to(ScalarType.BFloat16), t)),
             ("classify channels-last (B*N)", () => ChannelsLast(recon), t => m.Classifier.call(t)),
             ("decode channels-last (B*N)", () => c, t => DecodeChannelsLast(m, z, t)),
-            ("conv1 block", () => recon, t => Block(m, ["conv1", "relu1", "pool1"], t)),
-            ("conv1 block CL", () => ChannelsLast(recon), t => Block(m, ["conv1", "relu1", "pool1"], t)),
-            ("conv2 block", () => h1, t => Block(m, ["conv2", "relu2", "pool2"], t)),
-            ("conv2 block CL", () => ChannelsLast(h1), t => Block(m, ["conv2", "relu2", "pool2"], t)),
+            ("conv1 block", () => recon, t => Block(m, ["conv1", "pool1", "relu1"], t)),
+            ("conv1 block CL", () => ChannelsLast(recon), t => Block(m, ["conv1", "pool1", "relu1"], t)),
+            ("conv2 block", () => h1, t => Block(m, ["conv2", "pool2", "relu2"], t)),
+            ("conv2 block CL", () => ChannelsLast(h1), t => Block(m, ["conv2", "pool2", "relu2"], t)),
             ("conv2 only", () => h1, t => Block(m, ["conv2"], t)),
             ("conv2 only CL", () => ChannelsLast(h1), t => Block(m, ["conv2"], t)),
             ("fc block", () => h2, t => Block(m, ["flatten", "fc1", "relu3", "logits"], t)),
             ("fc block CL", () => ChannelsLast(h2), t => Block(m, ["flatten", "fc1", "relu3", "logits"], t)),
-            ("conv2 block bf16", () => h1.to(ScalarType.BFloat16), t => Block(low, ["conv2", "relu2", "pool2"], t)),
-            ("conv2 block bf16 CL", () => ChannelsLast(h1.to(ScalarType.BFloat16)), t => Block(low, ["conv2", "relu2", "pool2"], t)),
+            ("conv2 block bf16", () => h1.to(ScalarType.BFloat16), t => Block(low, ["conv2", "pool2", "relu2"], t)),
+            ("conv2 block bf16 CL", () => ChannelsLast(h1.to(ScalarType.BFloat16)), t => Block(low, ["conv2", "pool2", "relu2"], t)),
         };
         double Cpu(Action a)
         {

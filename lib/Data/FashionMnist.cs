@@ -14,7 +14,7 @@ public static class FashionMnist
 {
     public const string EnvironmentVariable = "CARSO_FASHION_MNIST_DIR";
     public const string DebianPath = "/usr/share/datasets/fashion-mnist";
-    public const string InstallCommand = "sudo apt-get install -y dataset-fashion-mnist";
+    public const string InstallCommand = "sudo apt-get update && sudo apt-get install -y dataset-fashion-mnist";
 
     /// <summary>The folders searched, in order, given the override (the environment variable by default).</summary>
     public static IReadOnlyList<string> SearchPath(string? overrideDir = null)

@@ -63,9 +63,20 @@ public static class Diagnostics
             return new CurvePoint(budget, result.WorstCase);
         }).ToArray();
 
-    /// <summary>True when robust accuracy never rises as the budget grows.</summary>
-    public static bool NonIncreasing(IReadOnlyList<CurvePoint> curve) =>
-        curve.Zip(curve.Skip(1)).All(p => p.Second.Robust.Correct <= p.First.Robust.Correct);
+    /// <summary>
+    /// A rise of robust accuracy between two budgets of a curve counts only above this many percentage points of the
+    /// points. Each budget is its own randomised run (its own random start; for the iteration curve also its own
+    /// step-size schedule), so a larger budget can leave robust a point or two that a smaller one happened to break —
+    /// measured: APGD-CE on 200 points of the L2 classifier, 70.0% at 10 iterations, 70.5% at 100. Masking shows as
+    /// rises far larger than that (or as accuracy above chance at a large eps, checked apart).
+    /// </summary>
+    public const double CurveTolerancePoints = 1.0;
+
+    /// <summary>True when robust accuracy never rises as the budget grows by more than tolerancePoints percentage points
+    /// of the points (<see cref="CurveTolerancePoints"/>; 0: strictly non-increasing).</summary>
+    public static bool NonIncreasing(IReadOnlyList<CurvePoint> curve, double tolerancePoints = CurveTolerancePoints) =>
+        curve.Zip(curve.Skip(1)).All(p =>
+            100.0 * (p.Second.Robust.Correct - p.First.Robust.Correct) / Math.Max(1, p.First.Robust.N) <= tolerancePoints);
 
     // ---- named checks: each looks at one thing and says, in plain words, what is wrong --------------------------
 
@@ -181,13 +192,13 @@ public static class Diagnostics
         var epsCurve = Curve(model, subset, threat, [0, eps / 4, eps / 2, eps, 2 * eps], AtEps, seed, batchSize, device);
         var monotoneEps = NonIncreasing(epsCurve);
         if (!monotoneEps)
-            warnings.Add("robust accuracy rises with eps somewhere: " + string.Join(", ", epsCurve.Select(p => $"eps {p.Budget:G3}: {100 * p.Robust.Value:F1}%")));
+            warnings.Add($"robust accuracy rises with eps somewhere by more than {CurveTolerancePoints} points: " + string.Join(", ", epsCurve.Select(p => $"eps {p.Budget:G3}: {100 * p.Robust.Value:F1}%")));
 
         var iterationCurve = Curve(model, subset, threat, new double[] { 1, 10, iterations }.Distinct().Order(), // increasing, whatever the budget
             k => (threat, attackAt(threat, (int)k)), seed, batchSize, device);
         var monotoneIterations = NonIncreasing(iterationCurve);
         if (!monotoneIterations)
-            warnings.Add("robust accuracy rises with attack iterations somewhere: " +
+            warnings.Add($"robust accuracy rises with attack iterations somewhere by more than {CurveTolerancePoints} points: " +
                          string.Join(", ", iterationCurve.Select(p => $"{p.Budget} iterations: {100 * p.Robust.Value:F1}%")));
 
         return new DiagnosticsReport(m, stochastic, disagreement, zeroFraction, largeEps, large.Robust, chance, largeWarning is null,

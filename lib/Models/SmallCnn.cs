@@ -7,9 +7,14 @@ namespace Carso.Models;
 /// <summary>
 /// A small CNN for 1x28x28 images (Fashion-MNIST, MNIST), sized so that PGD adversarial training takes
 /// minutes per epoch on 2 CPU cores:
-///   conv1 3x3 (1 -> C1) relu1 pool1 -> [C1, 14, 14]
-///   conv2 3x3 (C1 -> C2) relu2 pool2 -> [C2, 7, 7]
+///   conv1 3x3 (1 -> C1) pool1 relu1 -> [C1, 14, 14]
+///   conv2 3x3 (C1 -> C2) pool2 relu2 -> [C2, 7, 7]
 ///   flatten, fc1 (C2*49 -> Hidden) relu3, logits (Hidden -> classes).
+/// Each ReLU comes after its max-pool: ReLU is monotone, so relu(maxpool(h)) = maxpool(relu(h)) and both send the
+/// gradient to the same first maximum of each window (or nowhere, where the window's maximum is &lt;= 0) — the same
+/// values and gradients bit for bit (tests/Models) — and the ReLU runs on a quarter of the elements: forward+backward on
+/// 850 images 0.88x the time of the other order (one thread, paired). So relu1/relu2 are the pooled activations and
+/// pool1/pool2 the pooled pre-activations.
 /// Input: images [B, 1, 28, 28] in [0, 1]; output: logits [B, classes]. No input normalisation
 /// (the data are already in [0, 1] and the network learns its own scale).
 /// Every stage is a named module, so representation capture can read any of them.
@@ -46,8 +51,8 @@ public sealed class SmallCnn : Module<Tensor, Tensor>
     public override Tensor forward(Tensor images)
     {
         using var scope = NewDisposeScope();
-        var h = pool1.call(relu1.call(conv1.call(images)));
-        h = pool2.call(relu2.call(conv2.call(h)));
+        var h = relu1.call(pool1.call(conv1.call(images)));
+        h = relu2.call(pool2.call(conv2.call(h)));
         h = relu3.call(fc1.call(flatten.call(h)));
         return logits.call(h).MoveToOuterDisposeScope();
     }

@@ -94,7 +94,7 @@ public static class Figures
 /// <summary>Headless Chromium (Debian's package) as a PNG renderer for HTML figures.</summary>
 public static class Chromium
 {
-    public const string InstallCommand = "sudo apt-get install -y chromium";
+    public const string InstallCommand = "sudo apt-get update && sudo apt-get install -y chromium";
     static readonly string[] Candidates = ["/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome"];
 
     public static string? Find() =>

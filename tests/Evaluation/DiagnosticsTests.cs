@@ -113,4 +113,15 @@ public class DiagnosticsTests
             Assert.True(xAdv.min().item<float>() >= 0 && xAdv.max().item<float>() <= 1, attack.Name);
         }
     }
+
+    [Fact]
+    public void ACurveMayRiseWithinItsToleranceBetweenIndependentRunsButNotBeyond()
+    {
+        static CurvePoint[] Curve(params long[] correct) => correct.Select((c, i) => new CurvePoint(i, Accuracy.Of(c, 200))).ToArray();
+        Assert.True(Diagnostics.NonIncreasing(Curve(151, 140, 141)));          // +1 of 200 = 0.5 points: noise
+        Assert.True(Diagnostics.NonIncreasing(Curve(151, 140, 142)));          // +2 of 200 = 1.0 point: the tolerance
+        Assert.False(Diagnostics.NonIncreasing(Curve(151, 140, 143)));         // +3 of 200 = 1.5 points: flagged
+        Assert.False(Diagnostics.NonIncreasing(Curve(151, 140, 141), tolerancePoints: 0));
+        Assert.True(Diagnostics.NonIncreasing(Curve(151, 140, 140), tolerancePoints: 0));
+    }
 }

@@ -38,7 +38,7 @@ public class PurifierCheckpointTests
         Assert.True(File.Exists(PurifierCheckpoint.SpecPath(path)));
         Assert.StartsWith("sha256:", spec.ClassifierFingerprint);
         Assert.Equal("SmallCnn", spec.ClassifierArchitecture);
-        Assert.Equal(new long[] { 64, 14, 14 }, spec.LayerShapes[1]);
+        Assert.Equal(new long[] { 64, 7, 7 }, spec.LayerShapes[1]); // relu2: pooled (SmallCnn pools before its ReLU)
 
         // The same weights in another instance, loaded from the classifier's checkpoint, are accepted.
         StateDicts.Export(classifier, folder.File("classifier.safetensors"));

@@ -73,7 +73,7 @@ public class SmallCnnAndRepresentationTests
     public void DescribeListsEveryLayerWithItsOutputShapeInCallOrder()
     {
         var layers = Representation.Describe(new SmallCnn(), [1, 28, 28]);
-        Assert.Equal(["conv1", "relu1", "pool1", "conv2", "relu2", "pool2", "flatten", "fc1", "relu3", "logits", Representation.LogSoftmax],
+        Assert.Equal(["conv1", "pool1", "relu1", "conv2", "pool2", "relu2", "flatten", "fc1", "relu3", "logits", Representation.LogSoftmax],
             layers.Select(l => l.Name));
         Assert.Equal(new long[] { 1, 64, 7, 7 }, layers.Single(l => l.Name == "pool2").OutputShape);
         Assert.Equal(new long[] { 1, 10 }, layers[^1].OutputShape);
@@ -115,5 +115,36 @@ public class SmallCnnAndRepresentationTests
         var gActual = autograd.grad([(actual * upstream).sum()], [ours])[0];
         Assert.True(gExpected.eq(gActual).all().item<bool>());
         using (no_grad()) Assert.True(pool.call(data).eq(expected.detach()).all().item<bool>());
+    }
+
+    [Fact]
+    public void PoolingBeforeTheReluGivesTheLogitsAndInputGradientsOfTheUsualOrderBitForBit()
+    {
+        using var scope = NewDisposeScope();
+        manual_seed(4);
+        var model = new SmallCnn();
+        var p = model.named_parameters().ToDictionary(kv => kv.name, kv => kv.parameter);
+        // The textbook order, with libtorch's own max-pool: conv, ReLU, then pool.
+        Tensor Usual(Tensor x)
+        {
+            var h = nn.functional.max_pool2d(nn.functional.relu(nn.functional.conv2d(x, p["conv1.weight"], p["conv1.bias"], padding: [1, 1])), 2);
+            h = nn.functional.max_pool2d(nn.functional.relu(nn.functional.conv2d(h, p["conv2.weight"], p["conv2.bias"], padding: [1, 1])), 2);
+            h = nn.functional.relu(nn.functional.linear(h.flatten(1), p["fc1.weight"], p["fc1.bias"]));
+            return nn.functional.linear(h, p["logits.weight"], p["logits.bias"]);
+        }
+        // Flat regions (constant pre-activations, ties in every window) next to textured ones, as in Fashion-MNIST.
+        var images = rand(6, 1, 28, 28);
+        images.index_put_(zeros(6, 1, 28, 12), TensorIndex.Ellipsis, TensorIndex.Slice(0, 12));
+        images.index_put_(ones(6, 1, 6, 28), TensorIndex.Ellipsis, TensorIndex.Slice(20, 26), TensorIndex.Colon);
+        var labels = tensor(new long[] { 0, 1, 2, 3, 4, 5 });
+        var a = images.detach().requires_grad_(true);
+        var b = images.detach().requires_grad_(true);
+        var expected = Usual(a);
+        var actual = model.forward(b);
+        Assert.True(expected.eq(actual).all().item<bool>());
+        var gExpected = autograd.grad([nn.functional.cross_entropy(expected, labels)], [a])[0];
+        var gActual = autograd.grad([nn.functional.cross_entropy(actual, labels)], [b])[0];
+        Assert.True(gExpected.eq(gActual).all().item<bool>());
+        Assert.True(gActual.abs().sum().item<float>() > 0);
     }
 }

@@ -1,5 +1,6 @@
 namespace Carso.Tests.Scripts;
 
+[Collection(ScriptCollections.Training)]
 public class DatasetsScriptTests
 {
     [Fact]

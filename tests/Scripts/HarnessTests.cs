@@ -10,6 +10,7 @@ namespace Carso.Tests.Scripts;
 /// --help, and what it prints and its exit code are checked. Bad input: one line on stderr, no stack trace,
 /// exit code 2 (command line) or 1 (file). datasets.cs is the cheap script; train-classifier.cs resumes a checkpoint.
 /// </summary>
+[Collection(ScriptCollections.Training)]
 public class HarnessTests
 {
     static string Root => Paths.RepoRoot() ?? throw new InvalidOperationException("tests must run inside the repository");

@@ -3,16 +3,18 @@ using Carso.Runtime;
 
 namespace Carso.Tests.Scripts;
 
-/// <summary>Every script in scripts/ runs in --smoke mode, so none can rot; smoke output goes to a temporary folder.</summary>
-public class ScriptSmokeTests
+/// <summary>Every script in scripts/ runs in --smoke mode, so none can rot; smoke output goes to a temporary folder. The
+/// scripts are split between the two script collections (<see cref="ScriptCollections"/>), which run side by side.</summary>
+public static class ScriptSmokeTests
 {
     static string Root => Paths.RepoRoot() ?? throw new InvalidOperationException("tests must run inside the repository");
 
-    public static TheoryData<string> AllScripts()
+    /// <summary>The scripts of one collection (every script is in exactly one).</summary>
+    public static TheoryData<string> ScriptsOf(string collection)
     {
         var data = new TheoryData<string>();
-        foreach (var script in Directory.GetFiles(Path.Combine(Root, "scripts"), "*.cs").Order())
-            data.Add(Path.GetFileName(script));
+        foreach (var script in Directory.GetFiles(Path.Combine(Root, "scripts"), "*.cs").Select(Path.GetFileName).Order())
+            if (ScriptCollections.For(script!) == collection) data.Add(script!);
         return data;
     }
 
@@ -39,9 +41,7 @@ public class ScriptSmokeTests
         return (process.ExitCode, stdout.Result + "\n" + stderr.Result);
     }
 
-    [Theory]
-    [MemberData(nameof(AllScripts))]
-    public void RunsInSmokeModeAndWritesItsRunRecordOutsideResults(string script)
+    public static void RunsInSmokeModeAndWritesItsRunRecordOutsideResults(string script)
     {
         var (exitCode, output) = RunScript(script);
         Assert.True(exitCode == 0, $"{script} --smoke exited with {exitCode}:\n{output}");
@@ -53,4 +53,26 @@ public class ScriptSmokeTests
         Assert.True(File.Exists(Path.Combine(folder, "run.json")), $"{script} wrote no run.json in {folder}:\n{output}");
         Directory.Delete(Path.GetDirectoryName(folder)!, recursive: true);
     }
+}
+
+[Collection(ScriptCollections.Evaluation)]
+public class EvaluationScriptSmokeTests
+{
+    public static TheoryData<string> Scripts() => ScriptSmokeTests.ScriptsOf(ScriptCollections.Evaluation);
+
+    [Theory]
+    [MemberData(nameof(Scripts))]
+    public void RunsInSmokeModeAndWritesItsRunRecordOutsideResults(string script) =>
+        ScriptSmokeTests.RunsInSmokeModeAndWritesItsRunRecordOutsideResults(script);
+}
+
+[Collection(ScriptCollections.Training)]
+public class TrainingScriptSmokeTests
+{
+    public static TheoryData<string> Scripts() => ScriptSmokeTests.ScriptsOf(ScriptCollections.Training);
+
+    [Theory]
+    [MemberData(nameof(Scripts))]
+    public void RunsInSmokeModeAndWritesItsRunRecordOutsideResults(string script) =>
+        ScriptSmokeTests.RunsInSmokeModeAndWritesItsRunRecordOutsideResults(script);
 }

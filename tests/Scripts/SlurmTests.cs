@@ -35,6 +35,7 @@ public sealed class SlurmFactAttribute : FactAttribute
 /// their configs, state and sockets in a temporary folder), a 2-shard smoke evaluation submitted with the job scripts
 /// of slurm/ (array and merge job, as a user submits them), and the merged record checked against an unsharded run.
 /// </summary>
+[Collection(ScriptCollections.Evaluation)]
 public class SlurmTests
 {
     static string Root => Paths.RepoRoot() ?? throw new InvalidOperationException("tests must run inside the repository");

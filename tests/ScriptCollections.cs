@@ -1,0 +1,37 @@
+using System.Runtime.CompilerServices;
+
+namespace Carso.Tests;
+
+/// <summary>
+/// The collections that run scripts as child processes beside the in-process tests (tests/AssemblyInfo.cs). Each script
+/// belongs to exactly one, so the same script is never built by two tests at once: the scripts that evaluate committed
+/// models (eval-*, bench*, eps-sweep and the ablations of the committed defence) and the SLURM test (it builds eval-carso)
+/// in one; the scripts that train (the ablations that train their own purifiers among them), data and figures, with the
+/// harness tests (datasets.cs, train-classifier.cs), in the other. Measured under load, the two take about the same time.
+/// </summary>
+public static class ScriptCollections
+{
+    public const string Evaluation = "scripts: evaluation", Training = "scripts: training and data";
+
+    /// <summary>The collection that runs scripts/NAME.</summary>
+    public static string For(string script) =>
+        script.StartsWith("eval-") || script.StartsWith("bench") || script.StartsWith("eps-sweep") ||
+        (script.StartsWith("ablation-") && !TrainsItsOwnPurifiers.Contains(script))
+            ? Evaluation : Training;
+
+    static readonly string[] TrainsItsOwnPurifiers = ["ablation-purifier.cs", "ablation-adversarial-fraction.cs"];
+}
+
+[CollectionDefinition(ScriptCollections.Evaluation)] public sealed class EvaluationScriptsCollection;
+[CollectionDefinition(ScriptCollections.Training)] public sealed class TrainingScriptsCollection;
+
+/// <summary>One libtorch thread in the test process and in every script it starts (tests/AssemblyInfo.cs says why).</summary>
+static class TestThreads
+{
+    [ModuleInitializer]
+    internal static void OneThread()
+    {
+        Environment.SetEnvironmentVariable("OMP_NUM_THREADS", "1"); // inherited by every child process
+        TorchSharp.torch.set_num_threads(1);
+    }
+}
