@@ -1,6 +1,17 @@
-// Two kinds of tests share the 2 cores of CI. In-process tests share torch's global generator, so they form ONE collection
-// (the assembly's default) and run one after another, as before. Tests that run scripts as child processes touch no
-// in-process state: they form two more collections (ScriptCollections), which run beside it; a script is only ever run
-// from one of them, so two builds of the same script never race. Every libtorch here runs one thread (TestThreads):
-// OpenMP threads spin while they wait, and 2 threads per process with 3 processes on 2 cores crawl.
-[assembly: Xunit.CollectionBehavior(Xunit.CollectionBehavior.CollectionPerAssembly, MaxParallelThreads = 2)]
+// One test at a time: the tests share torch's global generator, and TorchSharp 0.107 frees a Scalar made from a double
+// (`t * 0.9`) in its finalizer as soon as the call has read its handle — a garbage collection started by another managed
+// thread during the native call then frees it under libtorch (seen as RAdam reading a corrupt Scalar when script tests ran
+// on other threads of this process). The tests that only run scripts as child processes live in their own test project
+// (tests/Scripts), which `dotnet test` runs in its own process beside this one.
+[assembly: Xunit.CollectionBehavior(DisableTestParallelization = true)]
+
+namespace Carso.Tests
+{
+    /// <summary>One libtorch thread: the script tests' process runs beside this one on CI's 2 cores, and OpenMP threads
+    /// spin while they wait.</summary>
+    static class TestThreads
+    {
+        [System.Runtime.CompilerServices.ModuleInitializer]
+        internal static void OneThread() => TorchSharp.torch.set_num_threads(1);
+    }
+}

@@ -3,7 +3,7 @@ using System.Runtime.CompilerServices;
 namespace Carso.Tests;
 
 /// <summary>
-/// The collections that run scripts as child processes beside the in-process tests (tests/AssemblyInfo.cs). Each script
+/// The two collections of the script tests, which run side by side (tests/Scripts/AssemblyInfo.cs). Each script
 /// belongs to exactly one, so the same script is never built by two tests at once: the scripts that evaluate committed
 /// models (eval-*, bench*, eps-sweep and the ablations of the committed defence) and the SLURM test (it builds eval-carso)
 /// in one; the scripts that train (the ablations that train their own purifiers among them), data and figures, with the
@@ -25,13 +25,10 @@ public static class ScriptCollections
 [CollectionDefinition(ScriptCollections.Evaluation)] public sealed class EvaluationScriptsCollection;
 [CollectionDefinition(ScriptCollections.Training)] public sealed class TrainingScriptsCollection;
 
-/// <summary>One libtorch thread in the test process and in every script it starts (tests/AssemblyInfo.cs says why).</summary>
-static class TestThreads
+/// <summary>One libtorch thread in every script the tests start: two scripts and the in-process tests share CI's 2 cores,
+/// and OpenMP threads spin while they wait.</summary>
+static class ScriptThreads
 {
     [ModuleInitializer]
-    internal static void OneThread()
-    {
-        Environment.SetEnvironmentVariable("OMP_NUM_THREADS", "1"); // inherited by every child process
-        TorchSharp.torch.set_num_threads(1);
-    }
+    internal static void OneThread() => Environment.SetEnvironmentVariable("OMP_NUM_THREADS", "1"); // inherited by every child process
 }
