@@ -100,6 +100,7 @@ public sealed record ScriptRun(
         catch (UsageException e) when (line.Device is not null) { throw new UsageException($"--device: {e.Message}"); }
         Directory.CreateDirectory(outDir);
         LibTorchSettings.DisableNnpack(); // libtorch is loaded now
+        var (_, threadsReason) = picked.type == TorchSharp.DeviceType.CPU ? CpuThreads.Apply() : (0, null);
         var run = new ScriptRun(script, line.Smoke, Path.GetFullPath(outDir), picked, line.Seed, line.ExtraArgs,
             DateTimeOffset.UtcNow, Stopwatch.StartNew())
         {
@@ -109,6 +110,7 @@ public sealed record ScriptRun(
             Merge = line.Merge,
         };
         Console.WriteLine($"{script}{(line.Smoke ? " (smoke mode)" : "")}{(line.Shard is { } s ? $" | shard {s}" : line.Merge ? " | merge" : "")} | {Devices.Describe(picked)}");
+        if (threadsReason is not null) Console.WriteLine(threadsReason);
         Console.WriteLine($"output: {run.OutputDir}");
         return run;
     }
