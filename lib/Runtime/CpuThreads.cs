@@ -37,7 +37,7 @@ public static class CpuThreads
         if (!string.IsNullOrWhiteSpace(Environment.GetEnvironmentVariable(EnvironmentVariable)) || !File.Exists("/proc/stat"))
             return (get_num_threads(), null);
         var cores = Math.Min(Environment.ProcessorCount, get_num_threads());
-        var self = Process.GetCurrentProcess();
+        using var self = Process.GetCurrentProcess();
         var ownBefore = self.TotalProcessorTime;
         var before = File.ReadLines("/proc/stat").First();
         var clock = Stopwatch.StartNew();

@@ -37,10 +37,10 @@ public class HarnessTests
         using var process = Process.Start(info)!;
         var stdout = process.StandardOutput.ReadToEndAsync();
         var stderr = process.StandardError.ReadToEndAsync();
-        if (!process.WaitForExit(TimeSpan.FromMinutes(10))) // a hang guard: two scripts share CI's 2 cores
+        if (!process.WaitForExit(ScriptSmokeTests.Timeout))
         {
             process.Kill(entireProcessTree: true);
-            throw new Xunit.Sdk.XunitException($"{script} timed out after 10 minutes\n{stdout.Result}\n{stderr.Result}");
+            throw new Xunit.Sdk.XunitException($"{script} timed out after {ScriptSmokeTests.Timeout.TotalMinutes} minutes\n{stdout.Result}\n{stderr.Result}");
         }
         return new Result(process.ExitCode, stdout.Result, stderr.Result);
     }

@@ -18,6 +18,9 @@ public static class ScriptSmokeTests
         return data;
     }
 
+    /// <summary>How long a script test waits for its script: a hang guard (two scripts share CI's 2 cores).</summary>
+    public static readonly TimeSpan Timeout = TimeSpan.FromMinutes(10);
+
     /// <summary>Runs `dotnet run scripts/NAME --smoke` from the repository root; returns exit code and output.</summary>
     public static (int ExitCode, string Output) RunScript(string name, params string[] extraArgs)
     {
@@ -33,10 +36,10 @@ public static class ScriptSmokeTests
         using var process = Process.Start(info)!;
         var stdout = process.StandardOutput.ReadToEndAsync();
         var stderr = process.StandardError.ReadToEndAsync();
-        if (!process.WaitForExit(TimeSpan.FromMinutes(10))) // a hang guard: two scripts share CI's 2 cores
+        if (!process.WaitForExit(Timeout))
         {
             process.Kill(entireProcessTree: true);
-            return (-1, $"timed out after 10 minutes\n{stdout.Result}\n{stderr.Result}");
+            return (-1, $"timed out after {Timeout.TotalMinutes} minutes\n{stdout.Result}\n{stderr.Result}");
         }
         return (process.ExitCode, stdout.Result + "\n" + stderr.Result);
     }
