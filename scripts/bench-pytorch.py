@@ -11,7 +11,7 @@ test images of Fashion-MNIST, read from the gzipped IDX files), the same thread 
   apgd-ce               APGD-CE, 100 iterations, 1 restart, EOT 1: a minimal port of lib/Attacks/Apgd.cs (random
                         start on the sphere, momentum 0.75, the same checkpoints and step-size rule, best-point and
                         misclassification bookkeeping; only points the model classifies correctly are attacked)
-  carso-infer-nN        CARSO inference under no_grad with N samples (peel aggregation)
+  carso-infer-nN        CARSO inference under no_grad with N samples (the ExpShare aggregation, CarsoSettings default)
   carso-grad-n8         CARSO end to end, forward + backward to the input, N = 8
   purifier-step         one purifier training step (Adam in Lookahead), on a precomputed mixed batch
   purifier-step-mixed   MixedBatch (FGSM eps/2, FGSM eps, PGD-40 eps/2, PGD-40 eps on half the batch) + the step
@@ -25,6 +25,9 @@ PyTorch user runs.
 """
 import argparse
 import copy
+import ctypes
+import os
+import re
 import gzip
 import json
 import math
@@ -61,7 +64,9 @@ class SmallCnn(nn.Module):
         c1 = self.conv1(x)
         c2 = self.conv2(self.pool1(self.relu1(c1)))
         f1 = self.fc1(self.flatten(self.pool2(self.relu2(c2))))
-        return self.logits(self.relu3(f1)), {"conv1": c1, "conv2": c2, "fc1": f1}
+        logits = self.logits(self.relu3(f1))
+        # log_softmax: Representation.LogSoftmax, the reference CARSO's last representation layer.
+        return logits, {"conv1": c1, "conv2": c2, "fc1": f1, "log_softmax": F.log_softmax(logits, 1)}
 
     def forward(self, x):
         return self.features(x)[0]
@@ -89,22 +94,29 @@ class Crop(nn.Module):
         return x[:, :, :self.h, :self.w]
 
 
+def normalised(norm, s):
+    """Purifier.Normalised: with batchNorm, the norm then the LeakyReLU (state-dict prefix act.norm); else the LeakyReLU."""
+    act = nn.LeakyReLU(s["negativeSlope"])
+    return nn.Sequential(OrderedDict([("norm", norm), ("act", act)])) if s.get("batchNorm", False) else act
+
+
 class Purifier(nn.Module):
-    """lib/Defence/Purifier.cs, module for module and name for name."""
+    """lib/Defence/Purifier.cs, module for module and name for name (with or without its BatchNorm layers)."""
 
     def __init__(self, s, layer_shapes, input_shape):
         super().__init__()
         slope = s["negativeSlope"]
+        bias = not s.get("batchNorm", False)
         c, h, w = input_shape
         compressed = [self.compressor(shape, s) for shape in layer_shapes]
         self.compressors = nn.ModuleList([m for m, _ in compressed])
-        self.condition = nn.Linear(sum(f for _, f in compressed), s["conditioningSize"])
-        self.condition_act = nn.LeakyReLU(slope)
+        self.condition = nn.Linear(sum(f for _, f in compressed), s["conditioningSize"], bias=bias)
+        self.condition_act = normalised(nn.BatchNorm1d(s["conditioningSize"]), s)
         self.encoder = nn.Sequential(OrderedDict([
-            ("conv_0", nn.Conv2d(c, s["encoderChannels1"], 3, stride=2, padding=1)),
-            ("act_0", nn.LeakyReLU(slope)),
-            ("conv_1", nn.Conv2d(s["encoderChannels1"], s["encoderChannels2"], 3, stride=2, padding=1)),
-            ("act_1", nn.LeakyReLU(slope)),
+            ("conv_0", nn.Conv2d(c, s["encoderChannels1"], 3, stride=2, padding=1, bias=bias)),
+            ("act_0", normalised(nn.BatchNorm2d(s["encoderChannels1"]), s)),
+            ("conv_1", nn.Conv2d(s["encoderChannels1"], s["encoderChannels2"], 3, stride=2, padding=1, bias=bias)),
+            ("act_1", normalised(nn.BatchNorm2d(s["encoderChannels2"]), s)),
             ("flatten", nn.Flatten())]))
         encoded = s["encoderChannels2"] * halved(h, 2) * halved(w, 2)
         self.mu = nn.Linear(encoded + s["conditioningSize"], s["latentSize"])
@@ -129,18 +141,18 @@ class Purifier(nn.Module):
 
     @staticmethod
     def compressor(shape, s):
-        slope = s["negativeSlope"]
+        bias = not s.get("batchNorm", False)
         if len(shape) != 3:
             size = math.prod(shape)
             return nn.Sequential(OrderedDict([
-                ("flatten", nn.Flatten()), ("linear", nn.Linear(size, s["compressorFeatures"])),
-                ("act", nn.LeakyReLU(slope))])), s["compressorFeatures"]
+                ("flatten", nn.Flatten()), ("linear", nn.Linear(size, s["compressorFeatures"], bias=bias)),
+                ("act", normalised(nn.BatchNorm1d(s["compressorFeatures"]), s))])), s["compressorFeatures"]
         cc = s["compressorChannels"]
-        layers = [("reduce", nn.Conv2d(shape[0], cc, 1)), ("act", nn.LeakyReLU(slope))]
+        layers = [("reduce", nn.Conv2d(shape[0], cc, 1, bias=bias)), ("act", normalised(nn.BatchNorm2d(cc), s))]
         h, w, i = shape[1], shape[2], 0
         while max(h, w) > s["compressedSize"]:
-            layers.append((f"down_{i}", nn.Conv2d(cc, cc, 3, stride=2, padding=1)))
-            layers.append((f"act_{i}", nn.LeakyReLU(slope)))
+            layers.append((f"down_{i}", nn.Conv2d(cc, cc, 3, stride=2, padding=1, bias=bias)))
+            layers.append((f"act_{i}", normalised(nn.BatchNorm2d(cc), s)))
             h, w, i = halved(h, 1), halved(w, 1), i + 1
         layers.append(("flatten", nn.Flatten()))
         return nn.Sequential(OrderedDict(layers)), cc * h * w
@@ -158,8 +170,32 @@ class Purifier(nn.Module):
         return self.output(self.decoder(h.view(z.shape[0], *self.base)))
 
 
+def blas_in_use():
+    """The BLAS this process multiplies on, read from the process itself: torch's build setting (BLAS_INFO) names only
+    the interface it was built against (Debian: "generic", i.e. whichever libblas.so.3 the system's alternatives
+    select), so after a matrix product the BLAS libraries mapped into the process are listed, and an OpenBLAS one is
+    asked for its own configuration (openblas_get_config)."""
+    torch.ones(64, 64) @ torch.ones(64, 64)
+    build = re.search(r"BLAS_INFO=([^,\s]+)", torch.__config__.show())
+    mapped = sorted({os.path.realpath(line.split()[-1]) for line in open("/proc/self/maps")
+                     if len(line.split()) >= 6 and re.search(r"(blas|mkl|blis|atlas)[^/]*\.so", line.split()[-1])})
+    libraries = {}  # what each mapped library says it is -> its paths (OpenBLAS maps as libblas.so.3 and itself)
+    for lib in mapped:
+        name = "reference BLAS (netlib)" if "/blas/" in lib else os.path.basename(lib)
+        try:
+            get_config = ctypes.CDLL(lib).openblas_get_config
+            get_config.restype = ctypes.c_char_p
+            name = get_config().decode().strip()
+        except (OSError, AttributeError):
+            pass
+        libraries.setdefault(name, []).append(lib)
+    described = [f"{name} ({', '.join(paths)})" for name, paths in libraries.items()]
+    return {"blas": "; ".join(described) or "none mapped", "blasBuildInfo": build.group(1) if build else None,
+            "openBlas": any(name.lower().startswith("openblas") for name in libraries)}
+
+
 def peel(logits):
-    """lib/Defence/Aggregation.cs Peel: [B, K, N] -> [B, K]."""
+    """lib/Defence/Aggregation.cs ExpShare (formerly "peel"): [B, K, N] -> [B, K]."""
     b, k = logits.shape[0], logits.shape[1]
     log_s = logits.logsumexp(2)
     own = torch.eye(k, dtype=torch.bool)
@@ -379,7 +415,7 @@ def main():
             "carsoDeterministicSampleLogits": carso_sample_logits(classifier, purifier, layer_names, xc, 1, True)[:, :, 0].tolist(),
         }
     emit({"ready": True, "torch": torch.__version__, "python": sys.version.split()[0], "threads": torch.get_num_threads(),
-          "check": check})
+          **blas_in_use(), "check": check})
 
     # Training copies: the purifier being trained and its optimiser live across requests, as in a training run.
     trainee = {}

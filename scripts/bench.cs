@@ -17,7 +17,8 @@ var run = ScriptRun.Start(settings, args, allowExtraArgs: true);
 for (var i = 0; i < run.ExtraArgs.Count; i += 2)
 {
     var option = run.ExtraArgs[i];
-    if (option is not ("--batch-sizes" or "--apgd-points" or "--memory-iterations" or "--mixed-batch-pair" or "--autoattack" or "--autoattack-stages"))
+    if (option is not ("--batch-sizes" or "--apgd-points" or "--memory-iterations" or "--mixed-batch-pair" or "--autoattack" or "--autoattack-stages"
+        or "--autoattack-reference"))
         throw new UsageException($"unknown option '{option}'; the options are {CommandLine.OptionsLine} | {Settings.BenchOptions}");
     if (i + 1 >= run.ExtraArgs.Count) throw new UsageException($"{option} needs a value");
     var value = run.ExtraArgs[i + 1];
@@ -33,9 +34,13 @@ for (var i = 0; i < run.ExtraArgs.Count; i += 2)
         "--mixed-batch-pair" => settings with { MixedBatchPairRounds = PositiveInt(option, value) },
         "--autoattack" => settings with { AutoAttackPoints = PositiveInt(option, value) },
         "--autoattack-stages" => settings with { AutoAttackStages = value.Split(',') },
+        "--autoattack-reference" => settings with { AutoAttackReference = ExistingReference(option, value) },
         _ => settings with { MemoryIterations = PositiveInt(option, value) },
     };
 }
+static string ExistingReference(string option, string folder) =>
+    File.Exists(Path.Combine(folder, "autoattack", "autoattack.py")) ? Path.GetFullPath(folder)
+    : throw new UsageException($"{option} {folder}: no autoattack/autoattack.py there; give a checkout of https://github.com/fra31/auto-attack");
 static int PositiveInt(string option, string text) =>
     int.TryParse(text, out var n) && n > 0 ? n : throw new UsageException($"{option} needs positive integers, got '{text}'");
 if (run.Smoke)
@@ -70,7 +75,9 @@ Console.WriteLine($"data: the first {points} Fashion-MNIST test images ({dataFol
 
 if (settings.AutoAttackPoints > 0)
 {
-    AutoAttackStages.Run(classifier, images, labels, settings, seed);
+    var ours = AutoAttackStages.Run(classifier, images, labels, settings, seed);
+    if (settings.AutoAttackReference is { } reference)
+        ReferenceAutoAttack.Compare(ours, reference, settings, root, classifier, dataFolder, points, threads, seed);
     return;
 }
 if (settings.MixedBatchPairRounds > 0)
@@ -121,7 +128,7 @@ foreach (var b in settings.BatchSizes)
     foreach (var n in settings.InferenceSamples)
     {
         var defended = carso.With(new CarsoSettings(Samples: n));
-        operations.Add(new($"carso-infer-n{n}", b, b, $"CARSO inference, no_grad, N = {n}, peel", () => defended.Forward(x, generator: latentGenerator)));
+        operations.Add(new($"carso-infer-n{n}", b, b, $"CARSO inference, no_grad, N = {n}, {defended.Settings.Aggregation}", () => defended.Forward(x, generator: latentGenerator)));
     }
     var endToEnd = carso.With(new CarsoSettings(Samples: settings.GradSamples, Differentiable: true)).AsModel().Bind(latentGenerator);
     operations.Add(new($"carso-grad-n{settings.GradSamples}", b, b, $"CARSO end to end, forward + backward to the input, N = {settings.GradSamples}",
@@ -165,6 +172,9 @@ var record = run.Finish(settings, seed, new
         skippedReason = skipped,
         python = settings.Python,
         torchVersion = torchRef?.Ready["torch"]?.GetValue<string>(),
+        blas = torchRef?.Ready["blas"]?.GetValue<string>(),
+        blasBuildInfo = torchRef?.Ready["blasBuildInfo"]?.GetValue<string>(),
+        openBlas = torchRef?.OpenBlas,
         threads = torchRef?.Ready["threads"]?.GetValue<int>(),
         numericsCheck = check,
         note = "PyTorch runs with glibc's default malloc settings (Carso's NativeMemory tuning is not applied to it): " +
@@ -236,7 +246,7 @@ static class MixedBatchPair
 /// <summary>Settings: edit and re-run.</summary>
 record Settings
 {
-    public const string BenchOptions = "--batch-sizes B[,B] | --apgd-points N | --memory-iterations N | --mixed-batch-pair ROUNDS | --autoattack N [--autoattack-stages a,b]";
+    public const string BenchOptions = "--batch-sizes B[,B] | --apgd-points N | --memory-iterations N | --mixed-batch-pair ROUNDS | --autoattack N [--autoattack-stages a,b] [--autoattack-reference DIR]";
     /// <summary>--autoattack N: only AutoAttack standard (Linf, Eps) on the committed classifier and the first N test points,
     /// stage by stage, each stage on the points still robust (one block, generators from (seed, stage)); prints each stage's
     /// seconds and the per-point records (the stage that broke each point, the norms' sum) and writes nothing else. Run it as
@@ -244,6 +254,11 @@ record Settings
     public int AutoAttackPoints { get; init; } = 0;
     /// <summary>--autoattack-stages: the stages to run, in AutoAttack's order (default all four); a stage left out breaks nothing.</summary>
     public string[] AutoAttackStages { get; init; } = [AutoAttack.ApgdCeName, AutoAttack.ApgdTName, AutoAttack.FabTName, AutoAttack.SquareName];
+    /// <summary>--autoattack-reference DIR: after our stages, the Python reference AutoAttack (a checkout of fra31/auto-attack
+    /// in DIR, run unchanged by scripts/bench-autoattack-reference.py under Debian's torch) on the same model, points, eps,
+    /// threads and seed; prints its per-stage seconds, the ratios ours / reference and whether the robust accuracy after
+    /// each stage agrees. The reference is run on all four stages.</summary>
+    public string? AutoAttackReference { get; init; }
     /// <summary>--mixed-batch-pair ROUNDS: only the purifier's training step with its attacks, the four separate attack calls
     /// (PurifierTraining.MixedBatchSeparate, commit a4f09db's MixedBatch) against the batched MixedBatch (and, timing only,
     /// one PGD call over all the adversarial rows), interleaved round by round in one process at each batch size; prints the
@@ -278,11 +293,11 @@ record Settings
     public int MemorySampleEvery { get; init; } = 50;
     public int MemoryProgressEvery { get; init; } = 250;
     public int CheckPoints { get; init; } = 8;
-    /// <summary>Operations (name@batch) not timed in PyTorch: Debian's torch 1.13 runs its matrix products on the reference
-    /// (netlib) BLAS, and these calls take 30-400 s each there (measured in an earlier attempt of this run), beyond the
-    /// 10-minute budget of a run on a shared machine. Their batch-128 ratios stand for them. APGD-CE on 512 points is
-    /// timed on both sides (about 3 minutes in PyTorch with one thread): it has no batch-128 row.</summary>
-    public string[] PyTorchSkipped { get; init; } =
+    /// <summary>Operations (name@batch) not timed in PyTorch when its BLAS is not OpenBLAS (the reference BLAS, Debian's
+    /// default without libopenblas0-pthread): there these calls take 30-400 s each (measured in an earlier attempt of this
+    /// run), beyond the 10-minute budget of a run on a shared machine, and the ratio would only measure that BLAS. On
+    /// OpenBLAS (the fair baseline, README "Speed and memory") every operation is timed on both sides.</summary>
+    public string[] PyTorchSkippedOnReferenceBlas { get; init; } =
         ["carso-infer-n8@512", "carso-infer-n16@512", "carso-grad-n8@512", "purifier-step@512"];
     /// <summary>Debian's python3-torch (the pyenv python3 on PATH has no torch).</summary>
     public string Python { get; init; } = "/usr/bin/python3";
@@ -331,7 +346,7 @@ static class Bench
         var warmupSeconds = 0.0;
         for (var i = 0; i < warmup; i++) warmupSeconds = TimeOnce(op.Call);
         string? error = null;
-        if (torchRef is not null && s.PyTorchSkipped.Contains($"{op.Name}@{op.Batch}")) torchRef = null;
+        if (torchRef is not null && !torchRef.OpenBlas && s.PyTorchSkippedOnReferenceBlas.Contains($"{op.Name}@{op.Batch}")) torchRef = null;
         // A call of seconds needs no warm-up to be timed fairly, and PyTorch's slowest calls here take half a minute.
         if (torchRef is not null && warmup > 0 && warmupSeconds <= s.SlowSeconds)
             error = torchRef.Time(op, warmup: warmup, repeats: 0).Error;
@@ -430,6 +445,9 @@ sealed class PyTorchReference(Process process, JsonObject ready) : IDisposable
 {
     public JsonObject Ready { get; } = ready;
 
+    /// <summary>Whether the reference process multiplies on OpenBLAS (read by bench-pytorch.py from its own process).</summary>
+    public bool OpenBlas => Ready["openBlas"]?.GetValue<bool>() == true;
+
     /// <summary>Exports the weights as .pt (StateDicts.Export), starts the reference and waits for its ready line;
     /// (null, why) when /usr/bin/python3 with torch is not there or the reference does not start.</summary>
     public static (PyTorchReference? Reference, string? Skipped) Start(Settings s, string root, string exportFolder,
@@ -469,7 +487,9 @@ sealed class PyTorchReference(Process process, JsonObject ready) : IDisposable
             process.WaitForExit(10_000);
             return (null, $"{script} did not start (exit code {(process.HasExited ? process.ExitCode : -1)}; its error is above)");
         }
-        Console.WriteLine($"PyTorch reference: torch {ready["torch"]}, python {ready["python"]}, {ready["threads"]} threads (pid {process.Id})");
+        Console.WriteLine($"PyTorch reference: torch {ready["torch"]}, python {ready["python"]}, {ready["threads"]} threads, BLAS {ready["blas"]} (pid {process.Id})");
+        if (ready["openBlas"]?.GetValue<bool>() != true)
+            Console.WriteLine("  WARNING: PyTorch does not multiply on OpenBLAS here, a weak baseline; for the fair one: apt-get install libopenblas0-pthread");
         return (new PyTorchReference(process, ready), null);
     }
 
@@ -513,8 +533,12 @@ sealed class PyTorchReference(Process process, JsonObject ready) : IDisposable
 /// <summary>--autoattack: AutoAttack standard stage by stage on the committed classifier, per-stage seconds and per-point records.</summary>
 static class AutoAttackStages
 {
-    public static void Run(SmallCnn classifier, Tensor images, Tensor labels, Settings settings, long seed)
+    /// <summary>One stage: its name, seconds, and the robust accuracy after it (over all the points).</summary>
+    public sealed record Stage(string Name, double Seconds, double RobustAfter);
+
+    public static IReadOnlyList<Stage> Run(SmallCnn classifier, Tensor images, Tensor labels, Settings settings, long seed)
     {
+        var stages = new List<Stage>();
         classifier.eval();
         Func<Tensor, Tensor> model = x => classifier.forward(x);
         var threat = new Threat(Norm.Linf, settings.Eps);
@@ -547,11 +571,60 @@ static class AutoAttackStages
                 if (fooled[k]) { robust[points[k]] = false; brokenBy[points[k]] = stage; normSum += norms[k]; }
             Console.WriteLine($"stage {attack.Name}: {seconds:F2} s, {points.Length} attacked, {fooled.Count(f => f)} broken, " +
                               $"robust after {robust.Count(r => r)}/{n}");
+            stages.Add(new Stage(attack.Name, seconds, robust.Count(r => r) / (double)n));
         }
         Console.WriteLine($"records: {string.Join("", brokenBy.Select(b => b < 0 ? "." : b.ToString()))} norm-sum {normSum:R}");
+        return stages;
     }
 
     static bool IsOptimized() =>
         typeof(AutoAttack).Assembly.GetCustomAttributes(typeof(DebuggableAttribute), false).OfType<DebuggableAttribute>()
             .All(a => !a.IsJITOptimizerDisabled);
+}
+
+/// <summary>--autoattack-reference: the Python reference AutoAttack on the same model and points, and the ratios to ours.</summary>
+static class ReferenceAutoAttack
+{
+    public static void Compare(IReadOnlyList<AutoAttackStages.Stage> ours, string reference, Settings s, string root, SmallCnn classifier,
+        string dataFolder, int points, int threads, long seed)
+    {
+        var folder = Directory.CreateTempSubdirectory("carso-aa-reference-").FullName;
+        try
+        {
+            var classifierPt = Path.Combine(folder, "classifier.pt");
+            StateDicts.Export(classifier, classifierPt);
+            var info = new ProcessStartInfo(s.Python) { RedirectStandardOutput = true, UseShellExecute = false };
+            foreach (var a in new[]
+                     {
+                         Path.Combine(root, "scripts", "bench-autoattack-reference.py"), "--autoattack", reference, "--classifier", classifierPt,
+                         "--images", IdxDataset.FindFile(dataFolder, IdxDataset.FileStems(Split.Test).Images),
+                         "--labels", IdxDataset.FindFile(dataFolder, IdxDataset.FileStems(Split.Test).Labels),
+                         "--points", points.ToString(), "--eps", s.Eps.ToString("R"), "--threads", threads.ToString(), "--seed", seed.ToString(),
+                         "--channels1", Committed.ClassifierSettings.Channels1.ToString(), "--channels2", Committed.ClassifierSettings.Channels2.ToString(),
+                         "--hidden", Committed.ClassifierSettings.Hidden.ToString(),
+                     })
+                info.ArgumentList.Add(a);
+            Console.WriteLine($"reference AutoAttack ({reference}) on the same {points} points, {threads} thread(s): its log follows");
+            using var process = Process.Start(info)!;
+            var output = process.StandardOutput.ReadToEnd();
+            process.WaitForExit();
+            var last = output.Split('\n', StringSplitOptions.RemoveEmptyEntries).LastOrDefault();
+            if (process.ExitCode != 0 || last is null || JsonNode.Parse(last) is not JsonObject result)
+            {
+                Console.WriteLine($"reference AutoAttack failed (exit code {process.ExitCode}); its error is above");
+                return;
+            }
+            Console.WriteLine($"reference: torch {result["torch"]}, {result["threads"]} thread(s), BLAS {result["blas"]}, batches of {result["autoattackBatchSize"]}");
+            foreach (var stage in result["stages"]!.AsArray())
+            {
+                var name = stage!["name"]!.GetValue<string>();
+                var (seconds, robustAfter) = (stage["seconds"]!.GetValue<double>(), stage["robustAfter"]!.GetValue<double>());
+                var mine = ours.FirstOrDefault(o => o.Name == name);
+                Console.WriteLine($"stage {name}: reference {seconds:F1} s, robust after {100 * robustAfter:F2}%" + (mine is null ? "" :
+                    $"; ours {mine.Seconds:F1} s, robust after {100 * mine.RobustAfter:F2}%: ratio ours/reference {mine.Seconds / seconds:F2}, " +
+                    $"robust accuracy {(Math.Abs(mine.RobustAfter - robustAfter) < 0.5 / points ? "agrees" : "DIFFERS")}"));
+            }
+        }
+        finally { Directory.Delete(folder, recursive: true); }
+    }
 }

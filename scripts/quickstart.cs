@@ -48,7 +48,7 @@ Console.WriteLine($"  purifier: {settings.Purifier.Epochs} epochs on the same im
                   "(full: scripts/train-carso.cs)");
 Console.WriteLine($"  test points: the first {settings.TestPoints} (full: 1000 and more)");
 Console.WriteLine($"  classifier attack: AutoAttack standard with {settings.ClassifierAttacks} (full: scripts/eval-autoattack.cs)");
-Console.WriteLine($"  CARSO attacks: {settings.CarsoProtocol} (full: scripts/eval-carso.cs)");
+Console.WriteLine($"  CARSO attacks: {string.Join(", ", Budget.Departures(settings.CarsoProtocol, CarsoProtocolSettings.Published))} (full: scripts/eval-carso.cs)");
 
 // ---- data -------------------------------------------------------------------------------------
 var (train, validation, test) = FashionMnist.Splits(settings.ValidationCount, seed, settings.TrainPoints, settings.TestPoints, run.Log);
