@@ -184,6 +184,8 @@ var record = run.Finish(settings, seed, new
     memory,
 });
 foreach (var (name, figure) in BenchReport.Figures(record)) run.SaveFigure(figure, name);
+File.WriteAllText(run.Output("table.md"), BenchReport.MarkdownTable(record));
+Console.Write("\n" + BenchReport.MarkdownTable(record));
 
 /// <summary>
 /// The purifier's training step with its attacks, before and after batching the attacks: variants timed in one process,

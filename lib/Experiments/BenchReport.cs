@@ -98,4 +98,37 @@ public static class BenchReport
             [Charts.Line(points.Select(p => p.Item1), points.Select(p => p.Item2), "resident memory (VmRSS)", OursColor)],
             Charts.Layout($"Resident memory in the CARSO APGD-EOT loop{growth}", "iteration", "MiB"));
     }
+
+    /// <summary>
+    /// The README's table of a bench run, from its record alone: one row per operation with its batch sizes side by side
+    /// ("128 / 512"), Carso's and PyTorch's median images/s and their ratio (every ratio, those below 1 too; "not timed"
+    /// where PyTorch did not run the call), then the memory line and the BLAS PyTorch multiplied on.
+    /// </summary>
+    public static string MarkdownTable(RunRecord record)
+    {
+        var metrics = record.Metrics ?? throw new ArgumentException("the run record has no metrics", nameof(record));
+        var operations = metrics["operations"]?.AsArray().Select(o => o!.AsObject()).ToArray() ?? [];
+        static string Median(JsonNode? timing) => timing is null ? "not timed" : $"{(double)timing["medianImagesPerSecond"]!:F0}";
+        static string RatioOf(JsonObject op) => op["ratio"] is { } r ? $"{(double)r:F2}" : "-";
+        var lines = new List<string>
+        {
+            "| operation | batch | Carso | PyTorch | Carso / PyTorch |",
+            "|---|---:|---:|---:|---:|",
+        };
+        foreach (var group in operations.GroupBy(o => (string)o["name"]!))
+        {
+            var ops = group.ToArray();
+            string Joined(Func<JsonObject, string> cell) => string.Join(" / ", ops.Select(cell));
+            lines.Add($"| {group.Key} ({(string)ops[0]["work"]!}) | {Joined(o => $"{(int)o["batch"]!}")} | {Joined(o => Median(o["ours"]))} | " +
+                      $"{Joined(o => Median(o["pytorch"]))} | {Joined(RatioOf)} |");
+        }
+        var text = string.Join("\n", lines) + "\n";
+        if (metrics["memory"] is JsonObject memory)
+            text += $"\nMemory: {(int)memory["iterations"]!} iterations of the APGD hot loop on differentiable CARSO (N = {(int)memory["samples"]!}, " +
+                    $"EOT {(int)memory["eotIter"]!}): RSS {(double)memory["rssAtFirstCheck"]!:F0} MiB at iteration {(int)memory["firstCheck"]!}, " +
+                    $"{(double)memory["rssAtLast"]!:F0} MiB at the end ({(double)memory["growthPercent"]!:+0.0;-0.0}%), peak {(double)memory["peakRssMiB"]!:F0} MiB.\n";
+        if (metrics["pytorch"] is JsonObject torch && torch["blas"] is { } blas)
+            text += $"\nPyTorch {(string?)torch["torchVersion"]} multiplied on: {(string)blas!}.\n";
+        return text;
+    }
 }
