@@ -27,7 +27,7 @@ public sealed class SmallCnn : Module<Tensor, Tensor>
 
     readonly Conv2d conv1, conv2;
     readonly ReLU relu1, relu2, relu3;
-    readonly ChannelsLastMaxPool pool1, pool2;
+    readonly FastMaxPool pool1, pool2;
     readonly Flatten flatten;
     readonly Linear fc1, logits;
 
@@ -36,10 +36,10 @@ public sealed class SmallCnn : Module<Tensor, Tensor>
         Config = settings ?? new Settings();
         conv1 = Conv2d(1, Config.Channels1, 3, padding: 1);
         relu1 = ReLU();
-        pool1 = new ChannelsLastMaxPool(2);
+        pool1 = new FastMaxPool(2);
         conv2 = Conv2d(Config.Channels1, Config.Channels2, 3, padding: 1);
         relu2 = ReLU();
-        pool2 = new ChannelsLastMaxPool(2);
+        pool2 = new FastMaxPool(2);
         flatten = Flatten();
         fc1 = Linear(Config.Channels2 * 7 * 7, Config.Hidden);
         relu3 = ReLU();
@@ -61,25 +61,33 @@ public sealed class SmallCnn : Module<Tensor, Tensor>
 /// <summary>
 /// Max pooling (kernel = stride = Size, no padding) with the same values, argmax positions (first maximum of each window)
 /// and gradients as nn.MaxPool2d, bit for bit, computed faster on CPU: libtorch's NCHW max-pool kernel walks one window
-/// at a time (20-40% of an attack's time on the committed classifier, perf), its channels-last kernel is vectorised over
-/// channels. Without a gradient the pooling runs on a channels-last copy (4-7x faster on [20, 32, 28, 28] with both layout
-/// copies counted). With one, the channels-last kernel only finds the argmax positions and the output gathers them from
-/// the input: the channels-last backward is slower than the NCHW one, the gather's backward (a scatter to distinct
-/// positions, the windows do not overlap) is fast and gives the same gradient as max pooling's.
+/// at a time (20-40% of an attack's time on the committed classifier, perf). Size 2 in float32 on an AVX-512 CPU goes
+/// through <see cref="MaxPool2x2"/>'s managed vectorised kernel (one pass for maxima and positions, a dense backward).
+/// Otherwise the channels-last route: without a gradient the pooling runs on a channels-last copy (4-7x faster than NCHW
+/// on [20, 32, 28, 28] with both layout copies counted); with one, the channels-last kernel only finds the argmax positions
+/// and the output gathers them from the input (the channels-last backward is slower than the NCHW one; the gather's
+/// backward, a scatter to distinct positions, is fast and gives max pooling's gradient).
 /// </summary>
-public sealed class ChannelsLastMaxPool(long size) : Module<Tensor, Tensor>(nameof(ChannelsLastMaxPool))
+public sealed class FastMaxPool(long size) : Module<Tensor, Tensor>(nameof(FastMaxPool))
 {
     public long Size { get; } = size;
 
     /// <summary>[B, C, H, W] -> [B, C, H / Size, W / Size] (floor), contiguous.</summary>
     public override Tensor forward(Tensor input)
     {
+        if (Size == 2 && MaxPool2x2.IsSupported(input)) return MaxPool2x2.Apply(input);
+        return ChannelsLast(input, Size);
+    }
+
+    /// <summary>The channels-last route (any size, dtype and device).</summary>
+    public static Tensor ChannelsLast(Tensor input, long size)
+    {
         using var scope = NewDisposeScope();
-        Tensor ChannelsLast() => input.detach().permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2);
+        Tensor Copy() => input.detach().permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2);
         if (!(input.requires_grad && is_grad_enabled()))
-            return nn.functional.max_pool2d(ChannelsLast(), Size).contiguous().MoveToOuterDisposeScope();
+            return nn.functional.max_pool2d(Copy(), size).contiguous().MoveToOuterDisposeScope();
         Tensor positions;
-        using (no_grad()) positions = nn.functional.max_pool2d_with_indices(ChannelsLast(), [Size, Size]).indices.contiguous();
+        using (no_grad()) positions = nn.functional.max_pool2d_with_indices(Copy(), [size, size]).indices.contiguous();
         return input.flatten(2).gather(2, positions.flatten(2)).view(positions.shape).MoveToOuterDisposeScope();
     }
 }

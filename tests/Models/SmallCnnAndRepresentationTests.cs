@@ -95,26 +95,65 @@ public class SmallCnnAndRepresentationTests
         Assert.True(x.grad is { } g && g.abs().sum().item<float>() > 0, "the captured layer must be part of the graph");
     }
 
-    [Fact]
-    public void ChannelsLastMaxPoolMatchesMaxPool2dBitForBitInValuesAndGradientsWithTies()
+    /// <summary>Both routes of FastMaxPool (the AVX-512 kernel where this CPU has it, and the channels-last one) against
+    /// max_pool2d: values, chosen positions (through the gradient) and gradients bit for bit, with ties in most windows, NaN
+    /// and -inf windows, odd sizes (the last row and column belong to no window), sizes around the kernel's 16-window step,
+    /// a non-contiguous input, with and without a gradient.</summary>
+    [Theory]
+    [InlineData(5, 7, 13, 11)]
+    [InlineData(3, 4, 28, 28)]
+    [InlineData(2, 3, 14, 14)]
+    [InlineData(2, 2, 6, 66)]
+    [InlineData(1, 1, 2, 2)]
+    public void FastMaxPoolMatchesMaxPool2dBitForBitInValuesAndGradientsWithTiesAndNaNs(int b, int c, int h, int w)
     {
         using var scope = NewDisposeScope();
         manual_seed(3);
-        // Coarse values make ties within windows common (first maximum wins in both); odd sizes drop the last row/column.
-        var data = (rand(5, 7, 13, 11) * 4).floor();
-        var pool = new ChannelsLastMaxPool(2);
-        var reference = data.detach().requires_grad_(true);
-        var ours = data.detach().requires_grad_(true);
-        var expected = nn.functional.max_pool2d(reference, 2);
-        var actual = pool.call(ours);
-        Assert.Equal(expected.shape, actual.shape);
-        Assert.True(actual.is_contiguous());
-        Assert.True(expected.eq(actual).all().item<bool>());
-        var upstream = randn(expected.shape);
-        var gExpected = autograd.grad([(expected * upstream).sum()], [reference])[0];
-        var gActual = autograd.grad([(actual * upstream).sum()], [ours])[0];
-        Assert.True(gExpected.eq(gActual).all().item<bool>());
-        using (no_grad()) Assert.True(pool.call(data).eq(expected.detach()).all().item<bool>());
+        // Coarse values make ties within windows common (first maximum wins in all); a NaN window and an all -inf one.
+        var data = (rand(b, c, h, w) * 4).floor() - 2;
+        data[0, 0, 0, 0] = tensor(float.NaN);
+        data[0, 0, 0, 1] = tensor(float.NaN);
+        data[b - 1, c - 1, h - 2, w - 2] = tensor(float.NegativeInfinity);
+        data[b - 1, c - 1, h - 2, w - 1] = tensor(float.NegativeInfinity);
+        data[b - 1, c - 1, h - 1, w - 2] = tensor(float.NegativeInfinity);
+        data[b - 1, c - 1, h - 1, w - 1] = tensor(float.NegativeInfinity);
+        var inputs = new[] { data, data.transpose(2, 3).contiguous().transpose(2, 3) }; // the second is not contiguous
+        var routes = new (string Name, Func<Tensor, Tensor> Pool)[]
+        {
+            ("module", x => new FastMaxPool(2).call(x)),
+            ("channels-last", x => FastMaxPool.ChannelsLast(x, 2)),
+            ("module, 2 threads", x =>
+            {
+                // The kernel splits the planes between workers when libtorch has several threads.
+                var threads = get_num_threads();
+                set_num_threads(2);
+                try { return new FastMaxPool(2).call(x); }
+                finally { set_num_threads(threads); }
+            }),
+        };
+        foreach (var input in inputs)
+            foreach (var (name, pool) in routes)
+            {
+                var reference = input.detach().requires_grad_(true);
+                var ours = input.detach().requires_grad_(true);
+                var expected = nn.functional.max_pool2d(reference, 2);
+                var actual = pool(ours);
+                Assert.Equal(expected.shape, actual.shape);
+                Assert.True(actual.is_contiguous(), name);
+                Assert.True(expected.isnan().eq(actual.isnan()).all().item<bool>(), $"{name}: NaN positions");
+                Assert.True(expected.nan_to_num().eq(actual.nan_to_num()).all().item<bool>(), $"{name}: values");
+                var upstream = randn(expected.shape);
+                upstream.view(-1)[upstream.numel() / 2] = tensor(-0.0f); // a negative zero upstream: the scatter-add gives +0
+                var gExpected = autograd.grad([(expected * upstream).nansum()], [reference])[0];
+                var gActual = autograd.grad([(actual * upstream).nansum()], [ours])[0];
+                Assert.True(gExpected.eq(gActual).all().item<bool>(), $"{name}: gradients");
+                Assert.True(gExpected.signbit().eq(gActual.signbit()).all().item<bool>(), $"{name}: signs of zero gradients");
+                using (no_grad())
+                {
+                    var plain = pool(input);
+                    Assert.True(plain.nan_to_num().eq(expected.detach().nan_to_num()).all().item<bool>(), $"{name}: without a gradient");
+                }
+            }
     }
 
     [Fact]
