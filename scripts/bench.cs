@@ -464,10 +464,10 @@ sealed class PyTorchReference(Process process, JsonObject ready) : IDisposable
         var purifierPt = Path.Combine(exportFolder, "purifier.pt");
         StateDicts.Export(classifier, classifierPt);
         StateDicts.Export(purifier, purifierPt);
-        var info = new ProcessStartInfo(s.Python)
+        var info = WithThreads(new ProcessStartInfo(s.Python)
         {
             RedirectStandardInput = true, RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false,
-        };
+        }, threads);
         foreach (var a in new[]
                  {
                      script, "--classifier", classifierPt, "--purifier", purifierPt, "--spec", PurifierCheckpoint.SpecPath(purifierPath),
@@ -493,6 +493,15 @@ sealed class PyTorchReference(Process process, JsonObject ready) : IDisposable
         if (ready["openBlas"]?.GetValue<bool>() != true)
             Console.WriteLine("  WARNING: PyTorch does not multiply on OpenBLAS here, a weak baseline; for the fair one: apt-get install libopenblas0-pthread");
         return (new PyTorchReference(process, ready), null);
+    }
+
+    /// <summary>A Python process with torch limited to <paramref name="threads"/> threads in every pool it may use: torch's
+    /// set_num_threads does not reach OpenBLAS when Debian's torch (built against the generic BLAS interface) multiplies on
+    /// it, and OpenBLAS's own pthreads would otherwise take every core (several threads fighting for one pinned core).</summary>
+    public static ProcessStartInfo WithThreads(ProcessStartInfo info, int threads)
+    {
+        foreach (var pool in new[] { "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS" }) info.Environment[pool] = threads.ToString();
+        return info;
     }
 
     /// <summary>Times warmup + repeats calls of the operation in the reference: (seconds of the timed calls, error).</summary>
@@ -595,7 +604,7 @@ static class ReferenceAutoAttack
         {
             var classifierPt = Path.Combine(folder, "classifier.pt");
             StateDicts.Export(classifier, classifierPt);
-            var info = new ProcessStartInfo(s.Python) { RedirectStandardOutput = true, UseShellExecute = false };
+            var info = PyTorchReference.WithThreads(new ProcessStartInfo(s.Python) { RedirectStandardOutput = true, UseShellExecute = false }, threads);
             foreach (var a in new[]
                      {
                          Path.Combine(root, "scripts", "bench-autoattack-reference.py"), "--autoattack", reference, "--classifier", classifierPt,
