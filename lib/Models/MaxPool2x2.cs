@@ -44,8 +44,13 @@ public static class MaxPool2x2
             return output;
         }
 
-        public override List<Tensor> backward(autograd.AutogradContext ctx, Tensor gradOutput) =>
-            [Backward(ctx.get_saved_variables()[0], gradOutput, (long[])ctx.get_data("shape"))];
+        public override List<Tensor> backward(autograd.AutogradContext ctx, Tensor gradOutput)
+        {
+            // The saved positions come back as a fresh handle: released here, not left to the finalizer (the storage
+            // would outlive the graph until a garbage collection).
+            using var positions = ctx.get_saved_variables()[0];
+            return [Backward(positions, gradOutput, (long[])ctx.get_data("shape"))];
+        }
     }
 
     static readonly Vector512<int> EvenLanes = Vector512.Create(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
@@ -56,7 +61,7 @@ public static class MaxPool2x2
     /// <summary>(output [B, C, H/2, W/2], positions [B, C, H/2, W/2] uint8 in 0..3 = 2 dy + dx, or null).</summary>
     static (Tensor Output, Tensor? Positions) Forward(Tensor input, bool keepPositions)
     {
-        var x = input.contiguous();
+        using var x = input.contiguous();
         var (planes, h, w) = (x.shape[0] * x.shape[1], x.shape[2], x.shape[3]);
         var (oh, ow) = (h / 2, w / 2);
         var output = empty([x.shape[0], x.shape[1], oh, ow]);
@@ -141,7 +146,7 @@ public static class MaxPool2x2
     /// <summary>The input gradient [shape] from the chosen positions and the output gradient [B, C, H/2, W/2].</summary>
     static Tensor Backward(Tensor positions, Tensor gradOutput, long[] shape)
     {
-        var g = gradOutput.contiguous();
+        using var g = gradOutput.contiguous();
         var gradInput = empty(shape);
         var (planes, h, w) = (shape[0] * shape[1], shape[2], shape[3]);
         nint gi, go, code;
