@@ -3,7 +3,9 @@
 // Focused benchmark of CARSO's end-to-end gradient (issue 14, item 3): images/s of one forward + backward to the input
 // (summed CE through the aggregation) on the committed classifier and purifier, N = 8, batch 128, for several
 // implementations of the pipeline, timed INTERLEAVED in one process (round by round, the order alternating), so a
-// busy machine slows every variant alike. "baseline" is a verbatim copy of CarsoModel's pass at commit 1ec876c.
+// busy machine slows every variant alike. "baseline" is a verbatim copy of CarsoModel's pass at commit 1ec876c on today's
+// classifier; "baseline-1ec876c" runs that pass on the classifier's pass of that commit too (ReLU, then libtorch's NCHW
+// max-pool), the same weights: the commit issue 14 measures against.
 // Every variant's gradient is compared with the baseline's for the same latents first. With --eot E each call is the EOT
 // gradient of E passes (the attacks' loop, or CARSO's own shared one: the "shared*" variants).
 // --attack-check: also the robust accuracy of one fixed end-to-end attack (APGD-CE with EOT) on CARSO in each
@@ -29,7 +31,7 @@ for (var i = 0; i < run.ExtraArgs.Count; i++)
     };
 }
 if (run.Smoke)
-    settings = settings with { Batch = 8, Rounds = 1, Variants = ["baseline", "lib", "shared-bf16"], Eot = 2, AttackCheck = true, AttackPoints = 4,
+    settings = settings with { Batch = 8, Rounds = 1, Variants = ["baseline-1ec876c", "baseline", "lib", "shared-bf16"], Eot = 2, AttackCheck = true, AttackPoints = 4,
         AttackBatch = 2, AttackIterations = 2, AttackEot = 2 };
 var seed = run.SeedOverride ?? settings.Seed;
 Console.WriteLine($"threads {get_num_threads()}, load average {File.ReadAllText("/proc/loadavg").Trim()}");
@@ -152,6 +154,7 @@ static class Candidates
     public static Dictionary<string, Pipeline> All(CarsoModel m, CarsoModel low, int n) => new()
     {
         ["baseline"] = (x, z) => Baseline(m, x, z),
+        ["baseline-1ec876c"] = BaselineAt1ec876c(m),
         ["lib"] = (x, z) => m.SampleLogits(x, z),
         ["lib-bf16-classifier"] = (x, z) => m.With(m.Settings with { Precision = CarsoPrecision.BFloat16Classifier }).SampleLogits(x, z),
         ["lib-bf16"] = (x, z) => m.With(m.Settings with { Precision = CarsoPrecision.BFloat16 }).SampleLogits(x, z),
@@ -179,27 +182,39 @@ static class Candidates
     };
 
     // ---- verbatim: CarsoModel.SampleLogits / Reconstruct / Decode at commit 1ec876c (Differentiable, MaxReconstructions 1024) ----
-    static Tensor Baseline(CarsoModel m, Tensor x, Tensor latents)
+    static Tensor Baseline(CarsoModel m, Tensor x, Tensor latents) => Baseline(m, m.Classifier, x, latents);
+
+    static Pipeline BaselineAt1ec876c(CarsoModel m)
+    {
+        var classifier = new SmallCnnAt1ec876c((SmallCnn)m.Classifier);
+        return (x, z) =>
+        {
+            using var libtorch = NarrowConv3x3.LibtorchOnly();   // the purifier's last layer as that commit ran it
+            return Baseline(m, classifier, x, z);
+        };
+    }
+
+    static Tensor Baseline(CarsoModel m, nn.Module<Tensor, Tensor> classifier, Tensor x, Tensor latents)
     {
         var (b, n) = (x.shape[0], (long)m.Settings.Samples);
         using var scope = NewDisposeScope();
         var chunk = Math.Max(1, m.Settings.MaxReconstructions / n);
-        if (b <= chunk) return BaseReconstruct(m, x, latents, n).MoveToOuterDisposeScope();
+        if (b <= chunk) return BaseReconstruct(m, classifier, x, latents, n).MoveToOuterDisposeScope();
         var parts = new List<Tensor>();
         for (long start = 0; start < b; start += chunk)
         {
             var size = Math.Min(chunk, b - start);
-            parts.Add(BaseReconstruct(m, x.narrow(0, start, size), latents.narrow(0, start * n, size * n), n));
+            parts.Add(BaseReconstruct(m, classifier, x.narrow(0, start, size), latents.narrow(0, start * n, size * n), n));
         }
         return cat(parts, 0).MoveToOuterDisposeScope();
     }
 
-    static Tensor BaseReconstruct(CarsoModel m, Tensor x, Tensor latents, long n)
+    static Tensor BaseReconstruct(CarsoModel m, nn.Module<Tensor, Tensor> classifier, Tensor x, Tensor latents, long n)
     {
-        var (_, layers) = Representation.Capture(m.Classifier, m.LayerNames, x);
+        var (_, layers) = Representation.Capture(classifier, m.LayerNames, x);
         var c = m.Purifier.Condition(layers).repeat_interleave(n, dim: 0);
         var decoded = m.Purifier.Decode(latents.to(c.dtype, c.device), c);
-        var logits = m.Classifier.call(decoded);
+        var logits = classifier.call(decoded);
         return logits.view(x.shape[0], n, -1).transpose(1, 2);
     }
 
@@ -344,6 +359,31 @@ static class Candidates
         var channels = p.Settings.DecoderChannels;
         var side = (long)Math.Round(Math.Sqrt(linear.weight!.shape[0] / channels));
         return [channels, side, side];
+    }
+}
+
+/// <summary>SmallCnn's pass at commit 1ec876c on a SmallCnn's own layers (shared, frozen): ReLU before libtorch's max-pool
+/// (NCHW kernel). The same logits as today's pass bit for bit, computed the way that commit computed them; its layers keep
+/// their names, so representation capture reads the same tensors.</summary>
+sealed class SmallCnnAt1ec876c : nn.Module<Tensor, Tensor>
+{
+    readonly nn.Module<Tensor, Tensor> conv1, conv2, fc1, logits;
+
+    public SmallCnnAt1ec876c(SmallCnn today) : base(nameof(SmallCnn))
+    {
+        var layers = today.named_children().ToDictionary(kv => kv.name, kv => (nn.Module<Tensor, Tensor>)kv.module);
+        (conv1, conv2, fc1, logits) = (layers["conv1"], layers["conv2"], layers["fc1"], layers["logits"]);
+        RegisterComponents();
+    }
+
+    public override Tensor forward(Tensor images)
+    {
+        using var scope = NewDisposeScope();
+        using var libtorch = NarrowConv3x3.LibtorchOnly();   // conv1's input gradient as nn.Conv2d's
+        var h = nn.functional.max_pool2d(nn.functional.relu(conv1.call(images)), 2);
+        h = nn.functional.max_pool2d(nn.functional.relu(conv2.call(h)), 2);
+        h = nn.functional.relu(fc1.call(h.flatten(1)));
+        return logits.call(h).MoveToOuterDisposeScope();
     }
 }
 

@@ -184,7 +184,7 @@ public sealed class Purifier : Module<Tensor[], Tensor, (Tensor Reconstruction, 
         // training and in end-to-end attacks alike. The transposed one's backward is a plain convolution from C
         // channels, and its forward is right because its input has a multiple of 16 channels.
         // (tests/Defence/PurifierTests.cs checks float32 against float64 on dirty memory.)
-        stageModules.Add(("conv", ConvTranspose2d(channels, c, 3, stride: 1, padding: 1)));
+        stageModules.Add(("conv", new Carso.Models.ConvTranspose3x3(channels, c)));   // its forward from few channels computed faster
         decoder = Sequential(stageModules);
         output = Sigmoid();
         RegisterComponents();

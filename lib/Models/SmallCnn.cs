@@ -25,7 +25,8 @@ public sealed class SmallCnn : Module<Tensor, Tensor>
 
     public Settings Config { get; }
 
-    readonly Conv2d conv1, conv2;
+    readonly Conv3x3 conv1;
+    readonly Conv2d conv2;
     readonly ReLU relu1, relu2, relu3;
     readonly FastMaxPool pool1, pool2;
     readonly Flatten flatten;
@@ -34,7 +35,7 @@ public sealed class SmallCnn : Module<Tensor, Tensor>
     public SmallCnn(Settings? settings = null) : base(nameof(SmallCnn))
     {
         Config = settings ?? new Settings();
-        conv1 = Conv2d(1, Config.Channels1, 3, padding: 1);
+        conv1 = new Conv3x3(1, Config.Channels1);   // nn.Conv2d(1, C1, 3, padding: 1), its input gradient computed faster
         relu1 = ReLU();
         pool1 = new FastMaxPool(2);
         conv2 = Conv2d(Config.Channels1, Config.Channels2, 3, padding: 1);

@@ -77,7 +77,8 @@ public class SmallCnnAndRepresentationTests
             layers.Select(l => l.Name));
         Assert.Equal(new long[] { 1, 64, 7, 7 }, layers.Single(l => l.Name == "pool2").OutputShape);
         Assert.Equal(new long[] { 1, 10 }, layers[^1].OutputShape);
-        Assert.Equal("Conv2d", layers[0].Type);
+        Assert.Equal("Conv3x3", layers[0].Type);
+        Assert.Equal("Conv2d", layers[3].Type);
     }
 
     [Fact]
