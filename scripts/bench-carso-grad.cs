@@ -31,7 +31,7 @@ for (var i = 0; i < run.ExtraArgs.Count; i++)
     };
 }
 if (run.Smoke)
-    settings = settings with { Batch = 8, Rounds = 1, Variants = ["baseline-1ec876c", "baseline", "lib", "shared-bf16"], Eot = 2, AttackCheck = true, AttackPoints = 4,
+    settings = settings with { Batch = 8, Rounds = 1, Variants = ["baseline-1ec876c", "baseline", "lib", "shared", "shared-bf16"], Eot = 2, AttackCheck = true, AttackPoints = 4,
         AttackBatch = 2, AttackIterations = 2, AttackEot = 2 };
 var seed = run.SeedOverride ?? settings.Seed;
 Console.WriteLine($"threads {get_num_threads()}, load average {File.ReadAllText("/proc/loadavg").Trim()}");
@@ -113,9 +113,37 @@ object Summary(Dictionary<string, List<double>> times, string what)
     }).ToArray();
 }
 var rows = new { wall = Summary(seconds, "wall clock"), cpu = Summary(cpuSeconds, "CPU time of this process") };
+
+// ---- what the published CARSO protocol costs at the rate of what attacks run ("shared"), when timed at its EOT ----
+// Its end-to-end attacks take (|AutoAttack rand| x APGD iterations + PGD steps) x EOT gradient passes per attacked point,
+// each pass one point's N reconstructions forward and backward: the "images" counted above.
+var published = CarsoProtocolSettings.Published;
+object? projection = null;
+if ((settings.Eot == published.EotIter || run.Smoke) && seconds.ContainsKey("shared"))
+{
+    var passes = (published.Rand.Count * published.ApgdIterations + published.PgdSteps) * published.EotIter;
+    double Rate(List<double> s) => Median(s.Select(t => images / t));
+    var (wallRate, cpuRate) = (Rate(seconds["shared"]), Rate(cpuSeconds["shared"]));
+    double Hours(double rate, double processes) => 1000 * passes / rate / processes / 3600;
+    projection = new
+    {
+        passesPerAttackedPoint = passes,
+        protocol = $"AutoAttack rand ({string.Join(", ", published.Rand)}, {published.ApgdIterations} iterations) and PGD+EOT " +
+                   $"({published.PgdSteps} steps), EOT {published.EotIter}, N = {settings.Samples}: the paper's end-to-end families at published budgets",
+        secondsPerAttackedPoint = passes / wallRate,
+        hoursPer1000AttackedPointsOneProcess = Hours(wallRate, 1),
+        hoursPer1000AttackedPointsTwoSingleThreadShards = Hours(cpuRate, 2),
+        threads = get_num_threads(),
+        note = "one process at this run's thread count (wall rate); two shards of one thread each on two idle cores (this process's " +
+               "CPU-time rate per core, twice). Attacked points are the clean-correct ones; no GPU figure exists on this machine.",
+    };
+    Console.WriteLine($"\nprojection: {passes} EOT gradient passes per attacked point, {passes / wallRate:F1} s each at {wallRate:F0} images/s: " +
+                      $"{Hours(wallRate, 1):F1} h per 1000 attacked points in one process of {get_num_threads()} threads, " +
+                      $"{Hours(cpuRate, 2):F1} h on two single-thread shards");
+}
 var attackCheck = settings.AttackCheck ? Check.Precisions(carso, settings, seed, run.Device) : null;
 var record = run.Finish(settings, seed, new { threads = get_num_threads(), loadAverageAtEnd = File.ReadAllText("/proc/loadavg").Trim(), eot = settings.Eot,
-    imagesPerCall = images, variants = rows, attackCheck });
+    imagesPerCall = images, variants = rows, projection, attackCheck });
 foreach (var (name, figure) in CarsoSpeedReport.Figures(record)) run.SaveFigure(figure, name);
 
 record Settings

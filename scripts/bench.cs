@@ -495,12 +495,17 @@ sealed class PyTorchReference(Process process, JsonObject ready) : IDisposable
         return (new PyTorchReference(process, ready), null);
     }
 
-    /// <summary>A Python process with torch limited to <paramref name="threads"/> threads in every pool it may use: torch's
-    /// set_num_threads does not reach OpenBLAS when Debian's torch (built against the generic BLAS interface) multiplies on
-    /// it, and OpenBLAS's own pthreads would otherwise take every core (several threads fighting for one pinned core).</summary>
+    /// <summary>A Python process with torch limited to <paramref name="threads"/> threads: torch's own (OpenMP) pool gets them,
+    /// OpenBLAS one. torch's set_num_threads does not reach OpenBLAS when Debian's torch (built against the generic BLAS
+    /// interface) multiplies on it; left alone, OpenBLAS's pthreads take every core and fight torch's spinning OpenMP
+    /// threads. Measured (SmallCnn forward+backward, 2 threads, idle machine, images/s at batch 128 / 512): OpenBLAS 1
+    /// thread 1183 / 1201, OpenBLAS 2 threads 963 / 719, OpenBLAS 2 with passive OpenMP waiting 1220 / 740, nothing set
+    /// 1137 / 814 — one OpenBLAS thread is PyTorch's best here, so the bench gives it that.</summary>
     public static ProcessStartInfo WithThreads(ProcessStartInfo info, int threads)
     {
-        foreach (var pool in new[] { "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS" }) info.Environment[pool] = threads.ToString();
+        info.Environment["OMP_NUM_THREADS"] = threads.ToString();
+        info.Environment["MKL_NUM_THREADS"] = threads.ToString();
+        info.Environment["OPENBLAS_NUM_THREADS"] = "1";
         return info;
     }
 
