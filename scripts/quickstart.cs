@@ -43,7 +43,7 @@ var threat = settings.Classifier.Threat;
 Console.WriteLine("REDUCED budgets (a quick look, not the paper protocol):");
 Console.WriteLine($"  classifier: SmallCnn, {settings.Classifier.Method} {threat}, {settings.Classifier.AttackSteps} attack steps, " +
                   $"{settings.Classifier.Epochs} epochs on {Math.Min(settings.TrainPoints, 60000 - settings.ValidationCount)} images " +
-                  "(full: scripts/train-classifier.cs, 12 epochs on 55,000)");
+                  $"(full: scripts/train-classifier.cs{FullClassifierScale()})");
 Console.WriteLine($"  purifier: {settings.Purifier.Epochs} epochs on the same images, PGD-{settings.Purifier.PgdSteps} training examples " +
                   "(full: scripts/train-carso.cs)");
 Console.WriteLine($"  test points: the first {settings.TestPoints} (full: 1000 and more)");
@@ -153,6 +153,16 @@ foreach (var (name, figure) in QuickstartReport.Figures(record).Concat(Gallery.F
 foreach (var data in new[] { train, validation, test }) data.Dispose();
 
 /// <summary>Settings (their values are at the top of the script): edit and re-run (a changed setting needs a fresh output folder or --out).</summary>
+
+// The full run's scale as its committed record states it (typed text would drift from it).
+static string FullClassifierScale()
+{
+    var path = Committed.PathOf("results/train-classifier/run.json");
+    if (!File.Exists(path)) return "";
+    var record = RunRecord.Load(path);
+    return $", {record.Settings?["training"]?["epochs"]} epochs on {record.Metric<long>("trainPoints"):N0}";
+}
+
 record Settings(SmallCnn.Settings Model, AdversarialTrainingSettings Classifier, string[] Layers,
     PurifierSettings PurifierSize, PurifierTrainingSettings Purifier, CarsoSettings Defence, int TrainPoints,
     int ValidationCount, int TestPoints, AutoAttackSettings ClassifierAttacks, CarsoProtocolSettings CarsoProtocol,
