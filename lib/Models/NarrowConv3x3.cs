@@ -144,6 +144,40 @@ public static class NarrowConv3x3
     }
 }
 
+/// <summary>A layer with frozen parameters as one autograd node over its input: its forward pass (run without a gradient) and
+/// its input gradient (upstream gradient -> gradient of the input), given as functions.</summary>
+static class FrozenLayer
+{
+    public static Tensor Apply(Tensor x, Func<Tensor, Tensor> forward, Func<Tensor, Tensor> inputGradient) =>
+        Function.apply(x, new Pass(forward, inputGradient));
+
+    /// <summary>Whether a layer with these parameters may take the frozen route for x: gradients on, x needs one, none of
+    /// the parameters does.</summary>
+    public static bool Applies(Tensor x, params Tensor?[] parameters) =>
+        x.requires_grad && is_grad_enabled() && parameters.All(p => p is null || !p.requires_grad);
+
+    sealed record Pass(Func<Tensor, Tensor> Forward, Func<Tensor, Tensor> InputGradient);
+
+    sealed class Function : autograd.SingleTensorFunction<Function>
+    {
+        public override string Name => nameof(FrozenLayer);
+
+        public override Tensor forward(autograd.AutogradContext ctx, params object[] vars)
+        {
+            var pass = (Pass)vars[1];
+            ctx.save_data("pass", pass);
+            using var noGrad = no_grad();
+            return pass.Forward((Tensor)vars[0]);
+        }
+
+        public override List<Tensor> backward(autograd.AutogradContext ctx, Tensor gradOutput)
+        {
+            using var noGrad = no_grad();
+            return [((Pass)ctx.get_data("pass")).InputGradient(gradOutput), null!];   // one per argument of apply: none for the pass
+        }
+    }
+}
+
 /// <summary>
 /// nn.Conv2d(in, out, 3, padding: 1) — same parameters ("weight" [out, in, 3, 3], "bias" [out]), initialisation and
 /// forward pass (libtorch's) — whose input gradient, when its parameters are frozen and it has at most
@@ -166,38 +200,23 @@ public sealed class Conv3x3 : Module<Tensor, Tensor>
 
     /// <summary>x [B, in, H, W] -> [B, out, H, W].</summary>
     public override Tensor forward(Tensor x) =>
-        x.requires_grad && is_grad_enabled() && !weight.requires_grad && !(bias?.requires_grad ?? false) && NarrowConv3x3.IsSupported(x, weight.shape[1])
-            ? Function.apply(x, new Frozen(weight, bias))
-            : functional.conv2d(x, weight, bias, padding: [1, 1]);
+        FrozenLayer.Applies(x, weight, bias) && NarrowConv3x3.IsSupported(x, weight.shape[1])
+            ? FrozenLayer.Apply(x, Plain, upstream =>
+            {
+                using var taps = NarrowConv3x3.InputGradientTaps(weight);
+                return NarrowConv3x3.Correlate(upstream, taps, null);
+            })
+            : Plain(x);
 
-    sealed record Frozen(Tensor Weight, Tensor? Bias);
-
-    sealed class Function : autograd.SingleTensorFunction<Function>
-    {
-        public override string Name => nameof(Conv3x3);
-
-        public override Tensor forward(autograd.AutogradContext ctx, params object[] vars)
-        {
-            var frozen = (Frozen)vars[1];
-            ctx.save_data("frozen", frozen);
-            using var noGrad = no_grad();
-            return functional.conv2d((Tensor)vars[0], frozen.Weight, frozen.Bias, padding: [1, 1]);
-        }
-
-        public override List<Tensor> backward(autograd.AutogradContext ctx, Tensor gradOutput)
-        {
-            var frozen = (Frozen)ctx.get_data("frozen");
-            using var taps = NarrowConv3x3.InputGradientTaps(frozen.Weight);
-            return [NarrowConv3x3.Correlate(gradOutput, taps, null), null!];   // one per argument of apply: none for the frozen layer
-        }
-    }
+    Tensor Plain(Tensor x) => functional.conv2d(x, weight, bias, padding: [1, 1]);
 }
 
 /// <summary>
 /// nn.ConvTranspose2d(in, out, 3, stride: 1, padding: 1) — same parameters ("weight" [in, out, 3, 3], "bias" [out]),
 /// initialisation and gradients (libtorch's) — whose forward pass, when its parameters are frozen and it has at most
 /// <see cref="NarrowConv3x3.MaxOutputs"/> output channels (the purifier's last layer), is <see cref="NarrowConv3x3"/>'s
-/// instead of libtorch's slow one. Its input gradient stays libtorch's: a 3x3 convolution from the few channels.
+/// instead of libtorch's slow one. Its input gradient stays libtorch's: a 3x3 convolution from the few channels (the
+/// weight [in, out, 3, 3] read as conv2d's), the direction libtorch is fast in.
 /// </summary>
 public sealed class ConvTranspose3x3 : Module<Tensor, Tensor>
 {
@@ -215,35 +234,16 @@ public sealed class ConvTranspose3x3 : Module<Tensor, Tensor>
     /// <summary>x [B, in, H, W] -> [B, out, H, W].</summary>
     public override Tensor forward(Tensor x)
     {
-        var trainable = weight.requires_grad || (bias?.requires_grad ?? false);
-        if ((trainable && is_grad_enabled()) || !NarrowConv3x3.IsSupported(x, weight.shape[1]))
-            return functional.conv_transpose2d(x, weight, bias, padding: [1, 1]);
-        if (x.requires_grad && is_grad_enabled()) return Function.apply(x, new Frozen(weight, bias));
-        using var taps = NarrowConv3x3.TransposedTaps(weight);
-        return NarrowConv3x3.Correlate(x, taps, bias);
+        var frozen = !is_grad_enabled() || !(weight.requires_grad || (bias?.requires_grad ?? false));
+        if (!frozen || !NarrowConv3x3.IsSupported(x, weight.shape[1])) return functional.conv_transpose2d(x, weight, bias, padding: [1, 1]);
+        return FrozenLayer.Applies(x, weight, bias)
+            ? FrozenLayer.Apply(x, Kernel, upstream => functional.conv2d(upstream, weight, padding: [1, 1]))
+            : Kernel(x);
     }
 
-    sealed record Frozen(Tensor Weight, Tensor? Bias);
-
-    sealed class Function : autograd.SingleTensorFunction<Function>
+    Tensor Kernel(Tensor x)
     {
-        public override string Name => nameof(ConvTranspose3x3);
-
-        public override Tensor forward(autograd.AutogradContext ctx, params object[] vars)
-        {
-            var frozen = (Frozen)vars[1];
-            ctx.save_data("frozen", frozen);
-            using var taps = NarrowConv3x3.TransposedTaps(frozen.Weight);
-            return NarrowConv3x3.Correlate((Tensor)vars[0], taps, frozen.Bias);
-        }
-
-        // The input gradient of a stride-1 transposed convolution is the plain convolution with its weight ([in, out, 3, 3]
-        // read as conv2d's [out', in', 3, 3]): from the few channels, the direction libtorch is fast in.
-        public override List<Tensor> backward(autograd.AutogradContext ctx, Tensor gradOutput)
-        {
-            var frozen = (Frozen)ctx.get_data("frozen");
-            using var noGrad = no_grad();
-            return [functional.conv2d(gradOutput, frozen.Weight, padding: [1, 1]), null!];
-        }
+        using var taps = NarrowConv3x3.TransposedTaps(weight);
+        return NarrowConv3x3.Correlate(x, taps, bias);
     }
 }

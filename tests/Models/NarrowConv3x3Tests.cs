@@ -63,6 +63,25 @@ public class NarrowConv3x3Tests
 
     static void Freeze(nn.Module m) { foreach (var p in m.parameters()) p.requires_grad_(false); }
 
+    /// <summary>ours has the reference's parameter names and initial values (same seed) and, trainable, its forward pass and
+    /// gradients (input and weight) bit for bit. Returns ours' parameters, the reference's output and gradients [input, weight].</summary>
+    static (Dictionary<string, TorchSharp.Modules.Parameter> Parameters, Tensor Output, IList<Tensor> Gradients) TrainableIsLibtorchs(
+        nn.Module<Tensor, Tensor> reference, Tensor weight, Tensor bias, nn.Module<Tensor, Tensor> ours, Tensor x, Tensor upstream)
+    {
+        var p = ours.named_parameters().ToDictionary(kv => kv.name, kv => kv.parameter);
+        Assert.Equal(["weight", "bias"], p.Keys.ToArray());
+        Assert.True(p["weight"].eq(weight).all().item<bool>(), "the same initial weights from the same seed");
+        Assert.True(p["bias"].eq(bias).all().item<bool>());
+        var (xa, xb) = (x.detach().requires_grad_(true), x.detach().requires_grad_(true));
+        var ya = reference.call(xa);
+        var yb = ours.call(xb);
+        Assert.True(ya.eq(yb).all().item<bool>());
+        var ga = autograd.grad([(ya * upstream).sum()], [xa, weight]);
+        var gb = autograd.grad([(yb * upstream).sum()], [xb, p["weight"]]);
+        Assert.True(ga[0].eq(gb[0]).all().item<bool>() && ga[1].eq(gb[1]).all().item<bool>());
+        return (p, ya, ga);
+    }
+
     [Fact]
     public void Conv3x3IsConv2dInInitialisationKeysForwardAndGradients()
     {
@@ -71,21 +90,9 @@ public class NarrowConv3x3Tests
         var reference = nn.Conv2d(1, 32, 3, padding: 1);
         manual_seed(13);
         var ours = new Conv3x3(1, 32);
-        var p = ours.named_parameters().ToDictionary(kv => kv.name, kv => kv.parameter);
-        Assert.Equal(["weight", "bias"], p.Keys.ToArray());
-        Assert.True(p["weight"].eq(reference.weight!).all().item<bool>(), "the same initial weights from the same seed");
-        Assert.True(p["bias"].eq(reference.bias!).all().item<bool>());
         var x = rand(5, 1, 28, 28);
         var upstream = randn(5, 32, 28, 28);
-
-        // Trainable: libtorch's path, bit for bit, parameter gradients included.
-        var (xa, xb) = (x.detach().requires_grad_(true), x.detach().requires_grad_(true));
-        var ya = reference.call(xa);
-        var yb = ours.call(xb);
-        Assert.True(ya.eq(yb).all().item<bool>());
-        var ga = autograd.grad([(ya * upstream).sum()], [xa, reference.weight!]);
-        var gb = autograd.grad([(yb * upstream).sum()], [xb, p["weight"]]);
-        Assert.True(ga[0].eq(gb[0]).all().item<bool>() && ga[1].eq(gb[1]).all().item<bool>());
+        var (p, ya, ga) = TrainableIsLibtorchs(reference, reference.weight!, reference.bias!, ours, x, upstream);
 
         // Frozen: the same forward bit for bit, the input gradient from the kernel, right to float rounding.
         Freeze(ours);
@@ -116,21 +123,9 @@ public class NarrowConv3x3Tests
         var reference = nn.ConvTranspose2d(16, 1, 3, stride: 1, padding: 1);
         manual_seed(14);
         var ours = new ConvTranspose3x3(16, 1);
-        var p = ours.named_parameters().ToDictionary(kv => kv.name, kv => kv.parameter);
-        Assert.Equal(["weight", "bias"], p.Keys.ToArray());
-        Assert.True(p["weight"].eq(reference.weight!).all().item<bool>());
-        Assert.True(p["bias"].eq(reference.bias!).all().item<bool>());
         var x = randn(6, 16, 28, 28);
         var upstream = randn(6, 1, 28, 28);
-
-        // Trainable with gradients on: libtorch's path, bit for bit.
-        var (xa, xb) = (x.detach().requires_grad_(true), x.detach().requires_grad_(true));
-        var ya = reference.call(xa);
-        var yb = ours.call(xb);
-        Assert.True(ya.eq(yb).all().item<bool>());
-        var ga = autograd.grad([(ya * upstream).sum()], [xa, reference.weight!]);
-        var gb = autograd.grad([(yb * upstream).sum()], [xb, p["weight"]]);
-        Assert.True(ga[0].eq(gb[0]).all().item<bool>() && ga[1].eq(gb[1]).all().item<bool>());
+        var (p, _, _) = TrainableIsLibtorchs(reference, reference.weight!, reference.bias!, ours, x, upstream);
 
         // Frozen (and under no_grad): the kernel's forward; the input gradient is libtorch's plain convolution.
         var x64 = x.to(ScalarType.Float64).requires_grad_(true);
