@@ -4,7 +4,7 @@ namespace Carso.Tests.Scripts;
 /// never use the network, and fra31/auto-attack is not installed on CI): the export of our classifier, the Python driver
 /// (scripts/bench-autoattack-reference.py) loading it strictly into bench-pytorch.py's SmallCnn, the reference's log lines
 /// parsed into stages, and the comparison printed beside ours.</summary>
-[Collection(ScriptCollections.Benchmarks)]
+[Collection(ScriptCollections.Evaluation)]
 public class BenchReferenceTests
 {
     /// <summary>Speaks the reference's interface as the driver uses it: AutoAttack(model, norm, eps, version, seed, device),

@@ -4,7 +4,7 @@ using Carso.Runtime;
 namespace Carso.Tests.Scripts;
 
 /// <summary>Every script in scripts/ runs in --smoke mode, so none can rot; smoke output goes to a temporary folder. The
-/// scripts are split between the three script collections (<see cref="ScriptCollections"/>), which run side by side.</summary>
+/// scripts are split between the two script collections (<see cref="ScriptCollections"/>), which run side by side.</summary>
 public static class ScriptSmokeTests
 {
     static string Root => Paths.RepoRoot() ?? throw new InvalidOperationException("tests must run inside the repository");
@@ -62,17 +62,6 @@ public static class ScriptSmokeTests
 public class EvaluationScriptSmokeTests
 {
     public static TheoryData<string> Scripts() => ScriptSmokeTests.ScriptsOf(ScriptCollections.Evaluation);
-
-    [Theory]
-    [MemberData(nameof(Scripts))]
-    public void RunsInSmokeModeAndWritesItsRunRecordOutsideResults(string script) =>
-        ScriptSmokeTests.RunsInSmokeModeAndWritesItsRunRecordOutsideResults(script);
-}
-
-[Collection(ScriptCollections.Benchmarks)]
-public class BenchmarkScriptSmokeTests
-{
-    public static TheoryData<string> Scripts() => ScriptSmokeTests.ScriptsOf(ScriptCollections.Benchmarks);
 
     [Theory]
     [MemberData(nameof(Scripts))]
