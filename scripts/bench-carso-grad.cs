@@ -31,7 +31,7 @@ for (var i = 0; i < run.ExtraArgs.Count; i++)
     };
 }
 if (run.Smoke)
-    settings = settings with { Batch = 8, Rounds = 1, Variants = ["baseline-1ec876c", "baseline", "lib", "shared", "shared-bf16"], Eot = 2, AttackCheck = true, AttackPoints = 4,
+    settings = settings with { Batch = 8, Rounds = 1, Variants = ["baseline-1ec876c", "shared", "shared-bf16"], Eot = 2, AttackCheck = true, AttackPoints = 4,
         AttackBatch = 2, AttackIterations = 2, AttackEot = 2 };
 var seed = run.SeedOverride ?? settings.Seed;
 Console.WriteLine($"threads {get_num_threads()}, load average {File.ReadAllText("/proc/loadavg").Trim()}");
