@@ -25,10 +25,17 @@ public static class ScriptCollections
 [CollectionDefinition(ScriptCollections.Evaluation)] public sealed class EvaluationScriptsCollection;
 [CollectionDefinition(ScriptCollections.Training)] public sealed class TrainingScriptsCollection;
 
-/// <summary>One libtorch thread in every script the tests start: two scripts and the in-process tests share CI's 2 cores,
-/// and OpenMP threads spin while they wait.</summary>
-static class ScriptThreads
+/// <summary>The environment of every script the tests start (inherited by each child process): one libtorch thread, as two
+/// scripts and the in-process tests share CI's 2 cores and OpenMP threads spin while they wait; and the C# compiler
+/// server, so the ~27 script builds share one warm compiler instead of starting a cold one each (an environment that sets
+/// UseSharedCompilation=false, as this machine's does, costs each build ~5 s of compiler start-up). .ci/run stops the
+/// server it started, by pid.</summary>
+static class ScriptEnvironment
 {
     [ModuleInitializer]
-    internal static void OneThread() => Environment.SetEnvironmentVariable("OMP_NUM_THREADS", "1"); // inherited by every child process
+    internal static void Set()
+    {
+        Environment.SetEnvironmentVariable("OMP_NUM_THREADS", "1");
+        Environment.SetEnvironmentVariable("UseSharedCompilation", "true");
+    }
 }
