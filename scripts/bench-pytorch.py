@@ -41,49 +41,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from smallcnn_torch import SmallCnn  # scripts/smallcnn_torch.py: lib/Models/SmallCnn.cs in PyTorch
+
 
 # ---- models --------------------------------------------------------------------------------------------------
-
-class SmallCnn(nn.Module):
-    """lib/Models/SmallCnn.cs; features() returns the logits and the outputs of the named layers."""
-
-    def __init__(self, channels1=32, channels2=64, hidden=256, classes=10):
-        super().__init__()
-        self.conv1 = nn.Conv2d(1, channels1, 3, padding=1)
-        self.relu1 = nn.ReLU()
-        self.pool1 = nn.MaxPool2d(2)
-        self.conv2 = nn.Conv2d(channels1, channels2, 3, padding=1)
-        self.relu2 = nn.ReLU()
-        self.pool2 = nn.MaxPool2d(2)
-        self.flatten = nn.Flatten()
-        self.fc1 = nn.Linear(channels2 * 7 * 7, hidden)
-        self.relu3 = nn.ReLU()
-        self.logits = nn.Linear(hidden, classes)
-
-    def features(self, x):
-        c1 = self.conv1(x)
-        c2 = self.conv2(self.pool1(self.relu1(c1)))
-        f1 = self.fc1(self.flatten(self.pool2(self.relu2(c2))))
-        logits = self.logits(self.relu3(f1))
-        # log_softmax: Representation.LogSoftmax, the reference CARSO's last representation layer.
-        return logits, {"conv1": c1, "conv2": c2, "fc1": f1, "log_softmax": F.log_softmax(logits, 1)}
-
-    def forward(self, x):
-        return self.features(x)[0]
-
-
-def halved(n, times):
-    for _ in range(times):
-        n = (n + 1) // 2
-    return n
-
-
-def upsampling_sizes(target, base, stages=None):
-    sizes = [target]
-    while (len(sizes) <= stages) if stages is not None else (sizes[-1] > base):
-        sizes.append((sizes[-1] + 1) // 2)
-    return sizes[::-1]
-
 
 class Crop(nn.Module):
     def __init__(self, h, w):

@@ -48,33 +48,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from smallcnn_torch import SmallCnn  # scripts/smallcnn_torch.py: lib/Models/SmallCnn.cs in PyTorch
+
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)  # lib/Models/InputNormalization.cs
 CIFAR10_STD = (0.2471, 0.2435, 0.2616)
 
 
 # ---- models --------------------------------------------------------------------------------------------------
-
-class SmallCnn(nn.Module):
-    """lib/Models/SmallCnn.cs."""
-
-    def __init__(self, channels1=32, channels2=64, hidden=128, classes=10):
-        super().__init__()
-        self.conv1 = nn.Conv2d(1, channels1, 3, padding=1)
-        self.relu1 = nn.ReLU()
-        self.pool1 = nn.MaxPool2d(2)
-        self.conv2 = nn.Conv2d(channels1, channels2, 3, padding=1)
-        self.relu2 = nn.ReLU()
-        self.pool2 = nn.MaxPool2d(2)
-        self.flatten = nn.Flatten()
-        self.fc1 = nn.Linear(channels2 * 7 * 7, hidden)
-        self.relu3 = nn.ReLU()
-        self.logits = nn.Linear(hidden, classes)
-
-    def forward(self, x):
-        h = self.pool1(self.relu1(self.conv1(x)))
-        h = self.pool2(self.relu2(self.conv2(h)))
-        return self.logits(self.relu3(self.fc1(self.flatten(h))))
-
 
 class PreActBlock(nn.Module):
     """lib/Models/PreActResNet18.cs PreActBlock (the shortcut convolution reads relu(bn1(x)), as in the published code)."""
