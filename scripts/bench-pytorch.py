@@ -46,6 +46,19 @@ from smallcnn_torch import SmallCnn  # scripts/smallcnn_torch.py: lib/Models/Sma
 
 # ---- models --------------------------------------------------------------------------------------------------
 
+def halved(n, times):
+    for _ in range(times):
+        n = (n + 1) // 2
+    return n
+
+
+def upsampling_sizes(target, base, stages=None):
+    sizes = [target]
+    while (len(sizes) <= stages) if stages is not None else (sizes[-1] > base):
+        sizes.append((sizes[-1] + 1) // 2)
+    return sizes[::-1]
+
+
 class Crop(nn.Module):
     def __init__(self, h, w):
         super().__init__()
