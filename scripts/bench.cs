@@ -451,7 +451,7 @@ sealed class PyTorchReference(Process process, JsonObject ready) : IDisposable
     public bool OpenBlas => Ready["openBlas"]?.GetValue<bool>() == true;
 
     /// <summary>Exports the weights as .pt (StateDicts.Export), starts the reference and waits for its ready line;
-    /// (null, why) when /usr/bin/python3 with torch is not there or the reference does not start.</summary>
+    /// (null, why) when /usr/bin/python3 with torch is not there; throws when the reference, with torch there, does not start.</summary>
     public static (PyTorchReference? Reference, string? Skipped) Start(Settings s, string root, string exportFolder,
         SmallCnn classifier, Purifier purifier, string purifierPath, string dataFolder, int points, int threads, long seed)
     {
@@ -487,7 +487,10 @@ sealed class PyTorchReference(Process process, JsonObject ready) : IDisposable
         if (line is null || JsonNode.Parse(line) is not JsonObject ready || ready["ready"]?.GetValue<bool>() != true)
         {
             process.WaitForExit(10_000);
-            return (null, $"{script} did not start (exit code {(process.HasExited ? process.ExitCode : -1)}; its error is above)");
+            // Python and torch are there (probed above): a reference that does not start is a bug in it, not a missing
+            // dependency, so the bench fails instead of reporting a run without its baseline.
+            throw new InvalidOperationException(
+                $"{script} did not start (exit code {(process.HasExited ? process.ExitCode : -1)}; its error is above) although {s.Python} imports torch");
         }
         Console.WriteLine($"PyTorch reference: torch {ready["torch"]}, python {ready["python"]}, {ready["threads"]} threads, BLAS {ready["blas"]} (pid {process.Id})");
         if (ready["openBlas"]?.GetValue<bool>() != true)
